@@ -1,0 +1,53 @@
+# The two set-up commands of the README:
+#   make run    create .venv, install, run the whole default DAG, build results/report.html
+#   make test   create .venv, install with test extras, run the test suite
+# Override: make run CORES=8 SNAKEMAKE_ARGS="--configfile config/medmnist_pneumonia.yaml"
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# headless plotting and no telemetry, on laptops, clusters and CI alike
+export MPLBACKEND := Agg
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: run test install install-test report dry-run lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and alone: 'torch==2.13.0' takes the local CPU build where there is one
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+
+report: install
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+
+dry-run: install
+	$(BIN)/snakemake --dry-run --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+lint: install
+	$(BIN)/snakemake --lint
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf results/* logs .snakemake

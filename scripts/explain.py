@@ -1,0 +1,14 @@
+"""Rule explain: Grad-CAM overlay grid and CAM energy inside lesion masks."""
+from casebook.explain import explain_stage
+from casebook.scripting import logged
+
+with logged(snakemake):  # noqa: F821
+    sm = snakemake  # noqa: F821
+    explain_stage(
+        sm.params.model,
+        sm.params.explain,
+        inputs=dict(sm.input.items()),
+        outputs=dict(sm.output.items()),
+        class_names=sm.params.class_names,
+        title=f"{sm.params.title}: Grad-CAM, {sm.wildcards.model}",
+    )

@@ -1,0 +1,12 @@
+"""Rule figure_samples: preprocessed images of each class, lesions outlined."""
+import pandas as pd
+
+from casebook.figures import plot_samples
+from casebook.preprocess import load_cache
+from casebook.scripting import logged
+
+with logged(snakemake):  # noqa: F821
+    sm = snakemake  # noqa: F821
+    images, masks = load_cache(sm.input.images, sm.input.masks)
+    labels = pd.read_csv(sm.input.index, sep="\t")["label"].to_numpy()
+    plot_samples(images, masks, labels, sm.params.class_names, f"{sm.params.title}: preprocessed samples", sm.output[0])

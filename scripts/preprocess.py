@@ -1,0 +1,15 @@
+"""Rule preprocess: resample, normalise and resize every image once, into a cache."""
+from pathlib import Path
+
+from casebook.preprocess import preprocess_dataset
+from casebook.scripting import logged
+
+with logged(snakemake):  # noqa: F821
+    out = snakemake.output  # noqa: F821
+    preprocess_dataset(
+        Path(snakemake.input[0]) / "manifest.tsv",  # noqa: F821
+        snakemake.params.preprocess,  # noqa: F821
+        images_out=out.images,
+        masks_out=out.masks,
+        index_out=out.index,
+    )

@@ -1,0 +1,122 @@
+"""Explanation: Grad-CAM (monai.visualize) on test images, and, where lesion masks
+exist (the synthetic data), how much of the CAM's energy falls inside the lesion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.visualize import GradCAM
+
+from casebook.fileio import write_json
+from casebook.figures import plot_cam_grid
+from casebook.models import cam_layer
+from casebook.preprocess import load_cache
+from casebook.train import load_model, select_device
+
+
+def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``per_class`` test images of each true class, drawn with a seed."""
+    parts = [
+        group.sample(n=min(per_class, len(group)), random_state=seed).sort_values("image_id")
+        for _, group in predictions.groupby("label", sort=True)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def grad_cam(model: torch.nn.Module, layer: str, images: torch.Tensor, class_idx: int | list[int]) -> np.ndarray:
+    """Grad-CAM maps (N, 1, *spatial), upsampled to the input and scaled to [0, 1]."""
+    cam = GradCAM(nn_module=model, target_layers=layer)
+    maps = []
+    classes = [class_idx] * len(images) if isinstance(class_idx, int) else class_idx
+    for x, c in zip(images, classes):
+        maps.append(cam(x[None], class_idx=int(c)).detach().cpu().numpy()[0])
+    return np.stack(maps)
+
+
+def energy_in_mask(cam: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Share of CAM energy inside the mask, and the mask's share of the image.
+
+    The second number is what a map spread evenly over the image would score, so the
+    first is only informative relative to it.
+    """
+    cam = np.clip(cam.astype(np.float64), 0, None)
+    inside = mask.astype(bool)
+    total = cam.sum()
+    share = float(cam[inside].sum() / total) if total > 0 else float("nan")
+    return share, float(inside.mean())
+
+
+def cam_mask_summary(cams: np.ndarray, masks: np.ndarray, image_ids: list[str]) -> dict[str, Any]:
+    """Per-image and mean CAM energy inside the lesion mask, for images with a lesion."""
+    rows = []
+    for image_id, cam, mask in zip(image_ids, cams, masks):
+        if mask.any():
+            share, area = energy_in_mask(cam, mask)
+            rows.append({"image_id": image_id, "cam_energy_in_mask": share, "mask_area_fraction": area})
+    if not rows:
+        return {"n_images": 0, "per_image": []}
+    shares = np.array([r["cam_energy_in_mask"] for r in rows])
+    areas = np.array([r["mask_area_fraction"] for r in rows])
+    return {
+        "n_images": len(rows),
+        "cam_energy_in_mask_mean": float(np.nanmean(shares)),
+        "cam_energy_in_mask_sd": float(np.nanstd(shares)),
+        "mask_area_fraction_mean": float(areas.mean()),
+        # how many times more CAM energy the lesion holds than its area would predict
+        "enrichment": float(np.nanmean(shares) / areas.mean()),
+        "per_image": rows,
+    }
+
+
+def explain_stage(
+    model_cfg: dict[str, Any],
+    cfg: dict[str, Any],
+    *,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    class_names: list[str],
+    title: str,
+) -> dict[str, Any]:
+    """The explain rule: a Grad-CAM grid of test images and, where lesion masks exist,
+    the share of CAM energy inside them (for the positive class)."""
+    images, masks = load_cache(inputs["images"], inputs["masks"])
+    index = pd.read_csv(inputs["index"], sep="\t", dtype={"image_id": str, "patient_id": str})
+    predictions = pd.read_csv(inputs["predictions"], sep="\t", dtype={"image_id": str, "patient_id": str})
+    device = select_device(model_cfg.get("device", "auto"))
+    n_classes = len(class_names)
+    model = load_model(
+        inputs["model"], model_cfg["network"], spatial_dims=images.ndim - 2, in_channels=images.shape[1], num_classes=n_classes, device=device
+    )
+    layer = cam_layer(model_cfg["network"])
+    row_of = index.set_index("image_id")["row"]
+    seed = int(model_cfg.get("seed", 0))
+
+    def load(ids) -> torch.Tensor:
+        return torch.from_numpy(np.stack([images[row_of[i]] for i in ids])).float().to(device)
+
+    shown = pick_examples(predictions, int(cfg.get("images_per_class", 4)), seed)
+    predicted = predictions.set_index("image_id").loc[shown["image_id"], [f"prob_{k}" for k in range(n_classes)]]
+    cams = grad_cam(model, layer, load(shown["image_id"]), list(predicted.to_numpy().argmax(1)))
+    shown_masks = None if masks is None else np.stack([masks[row_of[i]] for i in shown["image_id"]])
+
+    summary: dict[str, Any] = {"layer": layer, "method": "Grad-CAM (monai.visualize.GradCAM)", "n_images": 0}
+    if masks is not None:
+        # measured on every lesion-bearing test image (up to a cap), not only those shown
+        with_mask = [i for i in predictions["image_id"] if masks[row_of[i]].any()][: int(cfg.get("max_mask_images", 200))]
+        if with_mask:
+            mask_cams = grad_cam(model, layer, load(with_mask), n_classes - 1)
+            summary.update(cam_mask_summary(mask_cams, np.stack([masks[row_of[i]] for i in with_mask]), with_mask))
+            summary["target_class"] = class_names[-1]
+    write_json(outputs["summary"], summary)
+    if summary["n_images"]:
+        title += (
+            f"\nCAM energy inside lesion {summary['cam_energy_in_mask_mean']:.2f} on {summary['n_images']} test images"
+            f" (lesion area {summary['mask_area_fraction_mean']:.2f}, {summary['enrichment']:.1f}x enrichment)"
+        )
+    image_stack = np.stack([images[row_of[i]] for i in shown["image_id"]])
+    plot_cam_grid(image_stack, cams, shown_masks, shown.assign(prob_1=predicted.iloc[:, -1].to_numpy()), class_names, title, outputs["grid"])
+    return summary

@@ -1,0 +1,185 @@
+"""The case-study figures (matplotlib / seaborn), each written to one PNG file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
+
+from casebook.fileio import atomic_path  # noqa: E402
+
+DPI = 120
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def display_slice(volume: np.ndarray, mask: np.ndarray | None = None) -> tuple[int, ...]:
+    """Index of the 2D view of a (C, *spatial) array: the first channel, and for 3D the
+    axial slice with the most mask (or the middle one)."""
+    if volume.ndim == 3:
+        return (0,)
+    if mask is not None and mask.any():
+        return (0, int(mask.reshape(mask.shape[0], mask.shape[1], -1).sum(axis=(0, 2)).argmax()))
+    return (0, volume.shape[1] // 2)
+
+
+def plot_roc(predictions: pd.DataFrame, metrics: dict[str, Any], title: str, path: str | Path) -> None:
+    """ROC curve of the test set, with the AUC and its CI, and the operating point."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    auc = f"AUC {metrics['auc']:.3f} ({metrics['auc_ci_low']:.3f}-{metrics['auc_ci_high']:.3f})"
+    n_classes = sum(c.startswith("prob_") for c in predictions.columns)
+    if n_classes == 2:
+        fpr, tpr, _ = roc_curve(predictions["label"], predictions["prob_1"])
+        ax.plot(fpr, tpr, lw=2, label=auc)
+        point = (1 - metrics["specificity"], metrics["sensitivity"])
+        ax.scatter(*point, c="k", zorder=3, label=f"threshold {metrics['threshold']:.2f} (chosen on validation)")
+    else:  # one-vs-rest curve per class; the AUC in the title is their macro mean
+        for k in range(n_classes):
+            fpr, tpr, _ = roc_curve(predictions["label"] == k, predictions[f"prob_{k}"])
+            ax.plot(fpr, tpr, lw=1, label=f"class {k} vs rest")
+        title = f"{title}\n{auc} (macro)"
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_confusion(predictions: pd.DataFrame, threshold: float, class_names: Sequence[str], title: str, path) -> None:
+    probs = predictions[[f"prob_{k}" for k in range(len(class_names))]].to_numpy()
+    pred = (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 else probs.argmax(1)
+    cm = confusion_matrix(predictions["label"], pred, labels=list(range(len(class_names))))
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=class_names, yticklabels=class_names, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    _save(fig, path)
+
+
+def plot_history(history: pd.DataFrame, best_epoch: int, title: str, path: str | Path) -> None:
+    """Training and validation loss, validation AUC, and the learning rate per epoch."""
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss.plot(history["epoch"], history["train_loss"], label="train loss")
+    ax_loss.plot(history["epoch"], history["val_loss"], label="validation loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy")
+    ax_loss.legend(fontsize=8)
+    ax_auc.plot(history["epoch"], history["val_auc"], c="C2", label="validation AUC")
+    ax_auc.axvline(best_epoch, c="grey", ls=":", label=f"best epoch {best_epoch}")
+    ax_auc.set(xlabel="epoch", ylabel="AUC")
+    ax_lr = ax_auc.twinx()
+    ax_lr.plot(history["epoch"], history["lr"], c="C3", alpha=0.5, lw=1)
+    ax_lr.set_ylabel("learning rate", color="C3")
+    ax_auc.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_samples(images: np.ndarray, masks: np.ndarray | None, labels: np.ndarray, class_names, title: str, path, per_class=6) -> None:
+    """A few preprocessed images of each class, lesion contours in red where masks exist."""
+    fig, axes = plt.subplots(
+        len(class_names), per_class, figsize=(1.6 * per_class, 1.8 * len(class_names) + 0.4), squeeze=False, layout="constrained"
+    )
+    for k, name in enumerate(class_names):
+        rows = np.flatnonzero(labels == k)[:per_class]
+        for j, ax in enumerate(axes[k]):
+            ax.axis("off")
+            if j >= len(rows):
+                continue
+            mask = None if masks is None else masks[rows[j]]
+            view = display_slice(images[rows[j]], mask)
+            ax.imshow(images[rows[j]][view], cmap="gray")
+            if mask is not None and mask[view].any():
+                ax.contour(mask[view], levels=[0.5], colors="r", linewidths=0.7)
+        axes[k][0].set_title(name, loc="left", fontsize=9)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_split(table: pd.DataFrame, class_names: Sequence[str], title: str, path) -> None:
+    """Images per class in each set of each fold (stacked bars)."""
+    counts = table.set_index(table["fold"] + " " + table["set"])
+    cols = [c for c in counts.columns if c.startswith("n_label_")]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(counts)), 3.5))
+    counts[cols].rename(columns={f"n_label_{k}": n for k, n in enumerate(class_names)}).plot.bar(stacked=True, ax=ax)
+    for i, n in enumerate(counts["n_patients"]):
+        ax.text(i, counts[cols].iloc[i].sum(), f"{n} pt", ha="center", va="bottom", fontsize=7)
+    ax.set(ylabel="images", xlabel="", title=title)
+    ax.tick_params(axis="x", labelrotation=45)
+    _save(fig, path)
+
+
+def plot_cam_grid(images, cams, masks, table: pd.DataFrame, class_names, title: str, path) -> None:
+    """Grad-CAM overlays: one row per true class, lesion contours in white."""
+    n_rows = len(class_names)
+    per_row = max(int(table.groupby("label").size().max()), 1)
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(2.2 * per_row, 2.3 * n_rows + 0.6), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    slots = {k: 0 for k in range(n_rows)}
+    for i, row in enumerate(table.itertuples(index=False)):
+        ax = axes[row.label][slots[row.label]]
+        slots[row.label] += 1
+        mask = None if masks is None else masks[i]
+        view = display_slice(images[i], mask)
+        ax.imshow(images[i][view], cmap="gray")
+        ax.imshow(cams[i][view], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        if mask is not None and mask[view].any():
+            ax.contour(mask[view], levels=[0.5], colors="w", linewidths=0.8)
+        ax.set_title(f"{class_names[row.label]}\np={row.prob_1:.2f}", fontsize=7)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_model_comparison(metrics: dict[str, dict[str, Any]], title: str, path, keys=("auc", "balanced_accuracy", "sensitivity", "specificity")) -> None:
+    """Forest plot: each model's test metrics with 95% CIs."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 0.6 * len(metrics) + 1.5), sharey=True, squeeze=False)
+    names = list(metrics)
+    for ax, key in zip(axes[0], keys):
+        for y, name in enumerate(names):
+            m = metrics[name]
+            ax.errorbar(m[key], y, xerr=[[m[key] - m[f"{key}_ci_low"]], [m[f"{key}_ci_high"] - m[key]]], fmt="o", capsize=3)
+        ax.set(title=key.replace("_", " "), xlim=(0, 1.02))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(names)), names)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def summarize_stage(runs: Sequence[str], metrics_paths, cam_paths, outputs: dict[str, str], *, title: str) -> pd.DataFrame:
+    """The summarize rule: one table row per model and fold, a TSV, an HTML table and a forest plot."""
+    rows = []
+    for run, m_path, c_path in zip(runs, metrics_paths, cam_paths):
+        metrics = json.loads(Path(m_path).read_text())
+        cams = json.loads(Path(c_path).read_text())
+        rows.append({"run": run, **metrics, "cam_energy_in_mask": cams.get("cam_energy_in_mask_mean")})
+    table = pd.DataFrame(rows)
+    with atomic_path(outputs["tsv"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    with atomic_path(outputs["table"]) as tmp:
+        tmp.write_text(_html_table(table, title))
+    plot_model_comparison({r["run"]: r for r in rows}, f"{title}: test metrics (95% CI)", outputs["figure"])
+    return table
+
+
+def _html_table(table: pd.DataFrame, title: str) -> str:
+    """Metrics with their CIs as one readable cell each."""
+    shown = pd.DataFrame({"model / fold": table["run"]})
+    for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"):
+        shown[key.replace("_", " ")] = [
+            f"{r[key]:.3f} ({r[key + '_ci_low']:.3f}-{r[key + '_ci_high']:.3f})" for _, r in table.iterrows()
+        ]
+    shown["threshold"] = table["threshold"].map("{:.3f}".format)
+    shown["test images / patients"] = [f"{a} / {b}" for a, b in zip(table["n_test_images"], table["n_test_patients"])]
+    shown["CAM energy in lesion"] = table["cam_energy_in_mask"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    return f"<html><body><h3>{title}</h3>" + shown.to_html(index=False, border=0) + "</body></html>\n"

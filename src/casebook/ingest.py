@@ -1,0 +1,115 @@
+"""Dataset adapters: turn a source (a MedMNIST npz, an embedded generator) into the
+canonical layout of :mod:`casebook.layout`.
+
+An adapter is a function returning ``(records, total)``; :func:`ingest` writes them.
+Adding a dataset in a new format means adding one adapter to ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from casebook.fileio import file_digest
+from casebook.layout import Record, write_dataset
+
+MEDMNIST_SPLITS = ("train", "val", "test")
+
+
+class IngestError(ValueError):
+    """A source file that cannot be ingested (corrupt, or not in the expected format)."""
+
+
+def load_medmnist(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a MedMNIST npz fully into memory, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise IngestError(f"{path}: not a MedMNIST npz file (it holds a single array)")
+        with loaded as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    # a damaged compressed member surfaces as zlib.error or NotImplementedError, not BadZipFile
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, ValueError, EOFError) as exc:
+        raise IngestError(f"{path}: not a readable MedMNIST npz file ({type(exc).__name__}: {exc})") from exc
+    for split in MEDMNIST_SPLITS:
+        for kind in ("images", "labels"):
+            key = f"{split}_{kind}"
+            if key not in arrays:
+                raise IngestError(f"{path}: missing array {key!r} (found {sorted(arrays)})")
+        if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
+            raise IngestError(f"{path}: {split}_images and {split}_labels differ in length")
+    return arrays
+
+
+def medmnist_records(path: str | Path, *, spatial_dims: int, name: str) -> tuple[Iterator[Record], int]:
+    """Records of a MedMNIST v2 npz (2D or 3D, any published size).
+
+    MedMNIST publishes no patient identifiers, so every image is its own "patient";
+    the source's train/val/test split is kept in ``source_split`` and used by the
+    split stage, which is how the MedMNIST benchmarks are defined.
+    """
+    arrays = load_medmnist(path)
+    checksum = file_digest(path, "md5")
+    total = sum(len(arrays[f"{s}_labels"]) for s in MEDMNIST_SPLITS)
+
+    def generate() -> Iterator[Record]:
+        for split in MEDMNIST_SPLITS:
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if labels.ndim == 2 and labels.shape[1] != 1:
+                raise IngestError(f"{path}: multi-label data sets are not supported yet")
+            width = len(str(len(images)))
+            for i, (image, label) in enumerate(zip(images, labels.reshape(-1))):
+                image_id = f"{name}_{split}_{i:0{width}d}"
+                yield Record(
+                    image_id=image_id,
+                    patient_id=image_id,
+                    label=int(label),
+                    image=image,
+                    spacing=(1.0,) * spatial_dims,
+                    source_split=split,
+                    source_checksum=f"md5:{checksum}",
+                )
+
+    return generate(), total
+
+
+def synthetic_records(generator: str, params: dict[str, Any]) -> tuple[Iterator[Record], int | None]:
+    """Records of one of the embedded, seeded generators (the default run's data)."""
+    from casebook.synthetic import GENERATORS
+
+    if generator not in GENERATORS:
+        raise IngestError(f"unknown synthetic generator {generator!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[generator](**params), None
+
+
+ADAPTERS: dict[str, Callable[..., tuple[Iterable[Record], int | None]]] = {
+    "medmnist": medmnist_records,
+    "synthetic": synthetic_records,
+}
+
+
+def ingest(adapter: str, out_dir: str | Path, *, class_names: list[str], modality: str, **kwargs: Any):
+    """Run one adapter and write its records in the canonical layout; return the manifest."""
+    if adapter not in ADAPTERS:
+        raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
+    records, total = ADAPTERS[adapter](**kwargs)
+    return write_dataset(records, out_dir, class_names=class_names, modality=modality, total=total)
+
+
+def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path):
+    """The ingest rule: pick the adapter's arguments from the rule's params and inputs."""
+    adapter = params["adapter"]
+    if adapter == "medmnist":
+        kwargs: dict[str, Any] = {"path": inputs[0], "spatial_dims": params["spatial_dims"], "name": params["dataset"]}
+    elif adapter == "synthetic":
+        kwargs = {"generator": params["generator"], "params": params["params"]}
+    else:
+        raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
+    return ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], **kwargs)

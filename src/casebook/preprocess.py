@@ -1,0 +1,194 @@
+"""Preprocessing: resample (SimpleITK), normalise intensities and resize (TorchIO),
+cached once as arrays so that training never redoes it epoch after epoch.
+
+Output, for a canonical dataset directory:
+``images.npy`` float32 (N, C, *size), ``masks.npy`` uint8 (N, 1, *size) or an empty
+array when the data set has no masks, and ``index.tsv`` (row order, ids, labels).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+import torchio as tio
+from tqdm.auto import tqdm
+
+from casebook.fileio import atomic_path
+from casebook.layout import read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label: bool) -> sitk.Image:
+    """Resample to a target spacing (x, y[, z] in mm), keeping the physical extent."""
+    spacing = [float(s) for s in spacing]
+    if len(spacing) != image.GetDimension():
+        raise ValueError(f"target spacing {spacing} does not match a {image.GetDimension()}D image")
+    size = [max(1, round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    return sitk.Resample(
+        image,
+        size,
+        sitk.Transform(),
+        interpolator,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        0,
+        image.GetPixelID(),
+    )
+
+
+def _to_tensor(image: sitk.Image) -> tuple[torch.Tensor, np.ndarray]:
+    """A TorchIO-shaped tensor (C, *spatial[, 1]) and its affine, from a SimpleITK image.
+
+    Arrays keep SimpleITK's array order; a 2D image gets a trailing singleton axis,
+    which is how TorchIO recognises 2D images.
+    """
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        array = np.moveaxis(array, -1, 0)  # vector pixels (RGB) become channels
+    else:
+        array = array[None]
+    spacing = list(image.GetSpacing())[::-1]
+    if image.GetDimension() == 2:
+        array = array[..., None]
+        spacing.append(1.0)
+    return torch.from_numpy(np.ascontiguousarray(array)), np.diag([*spacing, 1.0])
+
+
+def intensity_transform(cfg: dict[str, Any]) -> tio.Transform:
+    """The intensity normalisation named in the config (TorchIO)."""
+    method = cfg.get("intensity", "zscore")
+    if method == "zscore":
+        return tio.ZNormalization()
+    if method == "minmax":
+        return tio.RescaleIntensity(out_min_max=(0, 1))
+    if method == "window":
+        low, high = cfg["window"]
+        return tio.Compose([tio.Clamp(out_min=low, out_max=high), tio.RescaleIntensity((0, 1), in_min_max=(low, high))])
+    raise ValueError(f"unknown intensity normalisation {method!r}")
+
+
+def spatial_transform(cfg: dict[str, Any], spatial_dims: int) -> tio.Transform:
+    """Resize or crop/pad to the configured size (array order)."""
+    size = list(cfg["size"])
+    if len(size) != spatial_dims:
+        raise ValueError(f"preprocess.size {size} does not match {spatial_dims}D images")
+    target = size + [1] if spatial_dims == 2 else size
+    if cfg.get("spatial", "resize") == "crop_or_pad":
+        return tio.CropOrPad(target)
+    return tio.Resize(target)
+
+
+def preprocess_subject(
+    image: sitk.Image, mask: sitk.Image | None, cfg: dict[str, Any], *, name: str = "image"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Preprocess one image (and its mask, with the same geometry) into arrays.
+
+    A constant (blank) image cannot be z-scored or min-max scaled: it becomes all zeros,
+    with a warning naming it, instead of stopping the whole stage.
+    """
+    if cfg.get("spacing"):
+        image = resample_to_spacing(image, cfg["spacing"], is_label=False)
+        if mask is not None:
+            mask = resample_to_spacing(mask, cfg["spacing"], is_label=True)
+    tensor, affine = _to_tensor(image)
+    subject = {"image": tio.ScalarImage(tensor=tensor, affine=affine)}
+    if mask is not None:
+        mask_tensor, mask_affine = _to_tensor(mask)
+        subject["mask"] = tio.LabelMap(tensor=mask_tensor, affine=mask_affine)
+    steps = [spatial_transform(cfg, image.GetDimension())]
+    if cfg.get("intensity", "zscore") in ("zscore", "minmax") and float(tensor.max()) == float(tensor.min()):
+        log.warning("%s: constant image (value %s); normalised to zeros", name, float(tensor.min()))
+        subject["image"] = tio.ScalarImage(tensor=torch.zeros_like(tensor), affine=affine)
+    else:
+        steps.insert(0, intensity_transform(cfg))
+    transform = tio.Compose(steps)
+    out = transform(tio.Subject(subject))
+    squeeze = (lambda a: a[..., 0]) if image.GetDimension() == 2 else (lambda a: a)
+    image_array = squeeze(out["image"].numpy()).astype(np.float32)
+    mask_array = squeeze(out["mask"].numpy()).astype(np.uint8) if mask is not None else None
+    return image_array, mask_array
+
+
+def preprocess_dataset(
+    manifest_path: str | Path,
+    cfg: dict[str, Any],
+    *,
+    images_out: str | Path,
+    masks_out: str | Path,
+    index_out: str | Path,
+) -> pd.DataFrame:
+    """Preprocess every image of a canonical dataset into one cached array file."""
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    root = manifest_path.parent
+    has_masks = bool((manifest["mask"] != "").any())
+
+    first_image, first_mask = _read_row(root, manifest.iloc[0], has_masks)
+    first = preprocess_subject(first_image, first_mask, cfg, name=str(root / manifest.iloc[0]["image"]))
+    with atomic_path(images_out) as images_tmp, atomic_path(masks_out) as masks_tmp:
+        images = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.float32, shape=(len(manifest), *first[0].shape))
+        masks = (
+            np.lib.format.open_memmap(masks_tmp, mode="w+", dtype=np.uint8, shape=(len(manifest), 1, *first[0].shape[1:]))
+            if has_masks
+            else None
+        )
+        rows = tqdm(manifest.itertuples(index=False), total=len(manifest), desc="preprocess", unit="img")
+        for i, row in enumerate(rows):
+            image, mask = _read_row(root, row, has_masks)
+            image_array, mask_array = first if i == 0 else preprocess_subject(image, mask, cfg, name=str(root / row.image))
+            if image_array.shape != images.shape[1:]:
+                raise ValueError(f"{root / row.image}: preprocessed to {image_array.shape}, expected {images.shape[1:]}")
+            images[i] = image_array
+            if masks is not None:
+                masks[i] = mask_array
+        images.flush()
+        del images
+        if masks is None:
+            with open(masks_tmp, "wb") as fh:  # a file handle: np.save would append .npy to a path
+                np.save(fh, np.zeros((0,), dtype=np.uint8))
+        else:
+            masks.flush()
+            del masks
+    index = manifest[["image_id", "patient_id", "label"]].copy()
+    index.insert(0, "row", np.arange(len(index)))
+    index["has_mask"] = manifest["mask"] != ""
+    with atomic_path(index_out) as tmp:
+        index.to_csv(tmp, sep="\t", index=False)
+    return index
+
+
+def _read_row(root: Path, row: Any, has_masks: bool) -> tuple[sitk.Image, sitk.Image | None]:
+    row_image = row["image"] if isinstance(row, pd.Series) else row.image
+    row_mask = row["mask"] if isinstance(row, pd.Series) else row.mask
+    try:
+        image = sitk.ReadImage(str(root / row_image))
+    except RuntimeError as exc:
+        raise ValueError(f"{root / row_image}: cannot read image ({exc})") from exc
+    mask = None
+    if has_masks:
+        if row_mask:
+            mask = sitk.ReadImage(str(root / row_mask))
+        else:  # images without a lesion still need a mask of the right geometry
+            mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+            mask.CopyInformation(image)
+    return image, mask
+
+
+def load_cache(images_path: str | Path, masks_path: str | Path | None = None):
+    """Memory-map the cached arrays (so a data loader reads only what it indexes)."""
+    images = np.load(images_path, mmap_mode="r")
+    masks = None
+    if masks_path is not None:
+        masks = np.load(masks_path, mmap_mode="r")
+        if masks.size == 0:
+            masks = None
+    return images, masks

@@ -1,0 +1,36 @@
+"""Glue for the thin rule scripts under ``scripts/``: logging into the rule's log file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from typing import Any, Iterator
+
+
+@contextmanager
+def logged(snakemake: Any) -> Iterator[None]:
+    """Send stdout, stderr (tqdm bars included) and logging to the rule's ``log[0]``.
+
+    An exception is written to the log with its traceback and raised again, so that
+    Snakemake fails the job, removes its outputs and points at the log.
+    """
+    _limit_threads(getattr(snakemake, "threads", 1))
+    with open(snakemake.log[0], "w", buffering=1) as fh, redirect_stdout(fh), redirect_stderr(fh):
+        logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+        try:
+            yield
+        except Exception as exc:
+            traceback.print_exc(file=fh)
+            # one line on the console too, naming the problem, for users without --show-failed-logs
+            print(f"casebook: {type(exc).__name__}: {exc}", file=sys.__stderr__)
+            raise
+
+
+def _limit_threads(threads: int) -> None:
+    """Keep torch within the job's ``threads``: on a shared node, more threads than
+    cores makes OpenMP spin and slows every job down (seen: 40x slower epochs)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))

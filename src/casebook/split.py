@@ -1,0 +1,153 @@
+"""Patient-level, stratified, seeded splits, made once and saved (as nnU-Net's
+``splits_final.json``), and the leakage check that guards every evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from casebook.fileio import atomic_path, read_json, write_json
+from casebook.layout import read_manifest
+
+SETS = ("train", "val", "test")
+
+
+class LeakageError(RuntimeError):
+    """A patient appears in more than one of train, validation and test."""
+
+
+def _stratified_group_folds(frame: pd.DataFrame, k: int, seed: int) -> list[np.ndarray]:
+    """Row positions of each of k patient-disjoint, label-stratified folds."""
+    n_patients = frame["patient_id"].nunique()
+    if n_patients < k:
+        raise ValueError(f"cannot make {k} patient-level folds from {n_patients} patients")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(frame, frame["label"], groups=frame["patient_id"])]
+
+
+def _ids(frame: pd.DataFrame, positions: np.ndarray | None = None) -> list[str]:
+    rows = frame if positions is None else frame.iloc[positions]
+    return sorted(rows["image_id"].tolist())
+
+
+def make_splits(
+    manifest: pd.DataFrame,
+    *,
+    k: int = 5,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    use_source_split: bool = True,
+) -> dict[str, Any]:
+    """Split a manifest into a held-out test set and k cross-validation folds.
+
+    * If the source defines its own test split (``source_split == "test"``) and
+      ``use_source_split`` is set, that is the test set; if it also defines a
+      validation split, that gives the single fold the source defines (k is then 1),
+      which is how published MedMNIST figures are measured.
+    * Otherwise the test set is one patient-level stratified fold of size about
+      ``test_fraction``, and the rest is cut into ``k`` patient-level stratified folds.
+    """
+    sources = set(manifest["source_split"].astype(str)) - {""}
+    if use_source_split and "test" in sources:
+        test = manifest[manifest["source_split"] == "test"]
+        pool = manifest[manifest["source_split"] != "test"]
+        method = "source test split"
+    else:
+        n_test_folds = max(2, round(1 / test_fraction))
+        test_pos = _stratified_group_folds(manifest, n_test_folds, seed)[0]
+        test = manifest.iloc[test_pos]
+        pool = manifest.drop(index=manifest.index[test_pos])
+        method = f"patient-level stratified test fold (1/{n_test_folds})"
+
+    if use_source_split and {"train", "val"} <= sources:
+        folds = [{"train": _ids(pool[pool["source_split"] == "train"]), "val": _ids(pool[pool["source_split"] == "val"])}]
+        method += ", source train/val split"
+    else:
+        held = _stratified_group_folds(pool, k, seed)
+        folds = []
+        for i in range(k):
+            val_pos = held[i]
+            train_pos = np.setdiff1d(np.arange(len(pool)), val_pos)
+            folds.append({"train": _ids(pool, train_pos), "val": _ids(pool, val_pos)})
+        method += f", {k} patient-level stratified folds"
+    return {"method": method, "seed": seed, "test": _ids(test), "folds": folds}
+
+
+def split_table(splits: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
+    """Images, patients and per-class counts of every set of every fold (for the report)."""
+    labels = manifest.set_index("image_id")
+    rows = []
+    for fold, sets in enumerate(splits["folds"]):
+        for name in ("train", "val"):
+            rows.append(_set_row(f"fold_{fold}", name, labels.loc[sets[name]]))
+    rows.append(_set_row("all", "test", labels.loc[splits["test"]]))
+    return pd.DataFrame(rows)
+
+
+def _set_row(fold: str, name: str, part: pd.DataFrame) -> dict[str, Any]:
+    row = {"fold": fold, "set": name, "n_images": len(part), "n_patients": part["patient_id"].nunique()}
+    for label, count in part["label"].value_counts().sort_index().items():
+        row[f"n_label_{label}"] = int(count)
+    return row
+
+
+def check_leakage(splits: dict[str, Any], manifest: pd.DataFrame) -> dict[str, Any]:
+    """Raise LeakageError if any patient appears in two of train, val and test of a fold.
+
+    Also refuses image ids that are unknown to the manifest or used twice. Returns a
+    summary of what was checked, written to the leakage report.
+    """
+    patient_of = manifest.set_index("image_id")["patient_id"]
+    problems = []
+    for fold, sets in enumerate(splits["folds"]):
+        members = {"train": sets["train"], "val": sets["val"], "test": splits["test"]}
+        unknown = sorted(set().union(*members.values()) - set(patient_of.index))
+        if unknown:
+            problems.append(f"fold {fold}: image ids not in the manifest: {unknown[:5]}")
+            continue
+        patients = {name: set(patient_of.loc[ids]) for name, ids in members.items()}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = sorted(patients[a] & patients[b])
+            if shared:
+                problems.append(f"fold {fold}: {len(shared)} patient(s) in both {a} and {b}, e.g. {shared[:5]}")
+        images = [i for ids in members.values() for i in ids]
+        if len(images) != len(set(images)):
+            problems.append(f"fold {fold}: an image is in two sets")
+    if problems:
+        raise LeakageError("patient leakage between splits:\n  " + "\n  ".join(problems))
+    return {
+        "status": "ok",
+        "n_folds": len(splits["folds"]),
+        "n_test_images": len(splits["test"]),
+        "n_patients": int(manifest["patient_id"].nunique()),
+    }
+
+
+def split_stage(dataset_dir, cfg: dict[str, Any], *, splits_out, table_out) -> dict[str, Any]:
+    """The split rule: read the manifest, split, write splits.json and the count table."""
+    manifest = read_manifest(Path(dataset_dir) / "manifest.tsv")
+    splits = make_splits(
+        manifest,
+        k=cfg.get("k", 5),
+        test_fraction=cfg.get("test_fraction", 0.2),
+        seed=cfg["seed"],
+        use_source_split=cfg.get("use_source_split", True),
+    )
+    check_leakage(splits, manifest)
+    write_json(splits_out, splits)
+    with atomic_path(table_out) as tmp:
+        split_table(splits, manifest).fillna(0).to_csv(tmp, sep="\t", index=False)
+    return splits
+
+
+def leakage_stage(dataset_dir, splits_path, report_out) -> dict[str, Any]:
+    """The check_leakage rule: re-read what is on disk and refuse any leak."""
+    manifest = read_manifest(Path(dataset_dir) / "manifest.tsv", check_files=False)
+    summary = check_leakage(read_json(splits_path), manifest)
+    write_json(report_out, summary)
+    return summary

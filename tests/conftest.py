@@ -1,0 +1,82 @@
+"""Shared fixtures for the unit tests of the pipeline stages (tiny data, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def make_manifest() -> Callable[..., pd.DataFrame]:
+    """A factory for in-memory manifests with several images per patient.
+
+    ``make_manifest(n_patients=40, positive_every=4, seed=0, source_split=None)`` gives
+    patients ``p000``... with 1 to 3 images each; every ``positive_every``-th patient is
+    label 1 (all of their images). ``source_split`` maps a patient index to a split name.
+    """
+
+    def make(
+        n_patients: int = 40,
+        positive_every: int = 4,
+        seed: int = 0,
+        source_split: Callable[[int], str] | None = None,
+        max_images: int = 3,
+    ) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        rows = []
+        for p in range(n_patients):
+            label = int(p % positive_every == 0)
+            for j in range(int(rng.integers(1, max_images + 1))):
+                image_id = f"p{p:03d}_{j}"
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "patient_id": f"p{p:03d}",
+                        "label": label,
+                        "source_split": source_split(p) if source_split else "",
+                        "image": f"images/{image_id}.nii.gz",
+                        "mask": "",
+                        "source_checksum": "",
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    return make
+
+
+@pytest.fixture
+def make_medmnist_npz(tmp_path: Path) -> Callable[..., tuple[Path, dict[str, np.ndarray]]]:
+    """A factory writing a small MedMNIST-style npz (train/val/test images and labels).
+
+    ``make_medmnist_npz(shape=(28, 28), counts=(5, 3, 4), n_classes=2, drop=(), compressed=True)``
+    returns the path and the arrays that were written. Labels are (N, 1) as MedMNIST's.
+    """
+
+    def make(
+        shape: tuple[int, ...] = (28, 28),
+        counts: tuple[int, int, int] = (5, 3, 4),
+        n_classes: int = 2,
+        drop: tuple[str, ...] = (),
+        compressed: bool = True,
+        name: str = "tinymnist.npz",
+        seed: int = 0,
+    ) -> tuple[Path, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        arrays: dict[str, np.ndarray] = {}
+        for split, n in zip(("train", "val", "test"), counts):
+            arrays[f"{split}_images"] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+            # every class present in every split, then shuffled
+            labels = np.arange(n) % n_classes
+            rng.shuffle(labels)
+            arrays[f"{split}_labels"] = labels.reshape(n, 1).astype(np.uint8)
+        for key in drop:
+            arrays.pop(key)
+        path = tmp_path / name
+        (np.savez_compressed if compressed else np.savez)(path, **arrays)
+        return path, arrays
+
+    return make

@@ -1,0 +1,289 @@
+"""Tests for casebook.preprocess: resampling, normalisation, resizing and the array cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from casebook.layout import Record, write_dataset
+from casebook.preprocess import load_cache, preprocess_dataset, preprocess_subject, resample_to_spacing
+
+
+def _image(array: np.ndarray, spacing) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return image
+
+
+def _physical_centroid(image: sitk.Image) -> np.ndarray:
+    """Intensity-weighted centroid in physical coordinates (x, y[, z])."""
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    idx = np.stack(np.nonzero(array > 0), axis=1)  # array order
+    weights = array[array > 0]
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in i[::-1])) for i in idx])
+    return (points * weights[:, None]).sum(0) / weights.sum()
+
+
+def _square_image(shape=(20, 30), square=(slice(4, 9), slice(10, 16)), spacing=(1.0, 1.0)):
+    array = np.zeros(shape, dtype=np.float32)
+    array[square] = 100.0
+    image = _image(array, spacing)
+    mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
+    mask.CopyInformation(image)
+    return image, mask
+
+
+# --------------------------------------------------------------------------------------
+# resample_to_spacing
+# --------------------------------------------------------------------------------------
+
+
+def test_resample_2d_keeps_physical_extent_and_position() -> None:
+    image, _ = _square_image(spacing=(0.5, 1.0))  # SimpleITK size (30, 20), extent 15 x 20 mm
+    out = resample_to_spacing(image, (1.0, 0.5), is_label=False)
+    assert out.GetSpacing() == (1.0, 0.5)
+    assert out.GetSize() == (15, 40)
+    extent_in = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    extent_out = np.array(out.GetSize()) * np.array(out.GetSpacing())
+    np.testing.assert_allclose(extent_out, extent_in)
+    assert out.GetOrigin() == image.GetOrigin()
+    # the bright square stays where it was in millimetres (within a voxel)
+    np.testing.assert_allclose(_physical_centroid(out), _physical_centroid(image), atol=1.0)
+
+
+def test_resample_3d_keeps_physical_extent() -> None:
+    array = np.zeros((10, 12, 14), dtype=np.float32)  # (z, y, x)
+    array[3:6, 4:8, 5:9] = 1.0
+    image = _image(array, (0.8, 0.8, 3.0))
+    out = resample_to_spacing(image, (1.6, 1.6, 1.5), is_label=False)
+    assert out.GetSize() == (7, 6, 20)  # round(14*0.8/1.6), round(12*0.8/1.6), 10*3/1.5
+    np.testing.assert_allclose(np.array(out.GetSize()) * out.GetSpacing(), [11.2, 9.6, 30.0], atol=1.6)
+    np.testing.assert_allclose(_physical_centroid(out), _physical_centroid(image), atol=1.6)
+
+
+def test_resample_label_uses_nearest_neighbour() -> None:
+    array = np.zeros((9, 9), dtype=np.uint8)
+    array[2:7, 2:7] = 3
+    label = _image(array, (1.0, 1.0))
+    out = sitk.GetArrayFromImage(resample_to_spacing(label, (0.4, 0.7), is_label=True))
+    assert set(np.unique(out)) == {0, 3}
+    smooth = sitk.GetArrayFromImage(resample_to_spacing(_image(array.astype(np.float32), (1, 1)), (0.4, 0.7), is_label=False))
+    assert len(np.unique(smooth)) > 2  # linear interpolation for images
+
+
+def test_resample_refuses_spacing_of_the_wrong_dimension() -> None:
+    image, _ = _square_image()
+    with pytest.raises(ValueError, match="does not match"):
+        resample_to_spacing(image, (1.0, 1.0, 1.0), is_label=False)
+
+
+# --------------------------------------------------------------------------------------
+# preprocess_subject
+# --------------------------------------------------------------------------------------
+
+
+def test_zscore_gives_zero_mean_unit_sd() -> None:
+    rng = np.random.default_rng(0)
+    image = _image((rng.normal(300, 40, (16, 16))).astype(np.float32), (1, 1))
+    out, mask = preprocess_subject(image, None, {"intensity": "zscore", "size": [16, 16]})
+    assert mask is None
+    assert out.shape == (1, 16, 16) and out.dtype == np.float32
+    assert abs(out.mean()) < 1e-4
+    assert out.std() == pytest.approx(1.0, abs=0.01)
+
+
+def test_minmax_gives_zero_to_one() -> None:
+    rng = np.random.default_rng(1)
+    image = _image(rng.uniform(-1000, 3000, (12, 12)).astype(np.float32), (1, 1))
+    out, _ = preprocess_subject(image, None, {"intensity": "minmax", "size": [12, 12]})
+    assert out.min() == pytest.approx(0.0, abs=1e-6)
+    assert out.max() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_window_clamps_and_rescales() -> None:
+    array = np.array([[-1000, -100, 0, 25], [50, 75, 100, 2000]], dtype=np.float32)
+    out, _ = preprocess_subject(_image(array, (1, 1)), None, {"intensity": "window", "window": [0, 100], "size": [2, 4]})
+    np.testing.assert_allclose(out[0], [[0, 0, 0, 0.25], [0.5, 0.75, 1, 1]], atol=1e-6)
+
+
+def test_unknown_intensity_method_is_refused() -> None:
+    image, _ = _square_image()
+    with pytest.raises(ValueError, match="histogram"):
+        preprocess_subject(image, None, {"intensity": "histogram", "size": [8, 8]})
+
+
+@pytest.mark.parametrize("spatial", ["resize", "crop_or_pad"])
+@pytest.mark.parametrize(
+    "shape, size", [((20, 30), [16, 24]), ((10, 12, 14), [8, 16, 10])], ids=["2d", "3d"]
+)
+def test_output_has_the_configured_shape(shape, size, spatial) -> None:
+    array = np.random.default_rng(0).random(shape).astype(np.float32)
+    out, _ = preprocess_subject(_image(array, (1,) * len(shape)), None, {"intensity": "zscore", "size": size, "spatial": spatial})
+    assert out.shape == (1, *size)
+    assert out.dtype == np.float32
+
+
+def test_crop_or_pad_keeps_pixels_unscaled() -> None:
+    image, _ = _square_image(shape=(20, 30))
+    out, _ = preprocess_subject(image, None, {"intensity": "minmax", "size": [24, 24], "spatial": "crop_or_pad"})
+    # no interpolation: still exactly 5 x 6 pixels of 1 and the rest 0
+    assert set(np.unique(out)) == {0.0, 1.0}
+    assert out.sum() == 30
+
+
+def test_size_of_the_wrong_dimension_is_refused() -> None:
+    image, _ = _square_image()
+    with pytest.raises(ValueError, match="does not match"):
+        preprocess_subject(image, None, {"intensity": "zscore", "size": [8, 8, 8]})
+
+
+def test_rgb_image_becomes_three_channels() -> None:
+    rgb = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (28, 28, 3)).astype(np.uint8), isVector=True)
+    out, _ = preprocess_subject(rgb, None, {"intensity": "minmax", "size": [16, 16]})
+    assert out.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"intensity": "minmax", "size": [16, 16]},
+        {"intensity": "zscore", "size": [13, 21]},
+        {"intensity": "minmax", "size": [24, 24], "spatial": "crop_or_pad"},
+        {"intensity": "minmax", "size": [18, 18], "spacing": [0.7, 1.3]},
+    ],
+    ids=["resize", "anisotropic-resize", "crop_or_pad", "resample+resize"],
+)
+@pytest.mark.filterwarnings("ignore:Output shape .* != target shape:RuntimeWarning")  # TorchIO's own rounding fix
+def test_mask_stays_binary_and_aligned(cfg) -> None:
+    image, mask = _square_image(shape=(20, 30), square=(slice(4, 9), slice(18, 25)), spacing=(0.9, 1.1))
+    out, out_mask = preprocess_subject(image, mask, cfg)
+    assert out_mask.shape == out.shape
+    assert out_mask.dtype == np.uint8
+    assert set(np.unique(out_mask)) == {0, 1}
+    bright = out[0] > (out[0].min() + out[0].max()) / 2
+    centre_image = np.array(np.nonzero(bright)).mean(1)
+    centre_mask = np.array(np.nonzero(out_mask[0])).mean(1)
+    np.testing.assert_allclose(centre_mask, centre_image, atol=1.0)
+
+
+def test_mask_stays_aligned_in_3d() -> None:
+    array = np.zeros((10, 12, 14), dtype=np.float32)
+    array[2:5, 7:11, 3:7] = 50
+    image = _image(array, (1.0, 1.0, 2.0))
+    mask = sitk.GetImageFromArray((array > 0).astype(np.uint8))
+    mask.CopyInformation(image)
+    out, out_mask = preprocess_subject(image, mask, {"intensity": "minmax", "size": [16, 8, 8], "spacing": [1, 1, 1]})
+    assert out.shape == out_mask.shape == (1, 16, 8, 8)
+    assert set(np.unique(out_mask)) == {0, 1}
+    centre_image = np.array(np.nonzero(out[0] > 0.5)).mean(1)
+    centre_mask = np.array(np.nonzero(out_mask[0])).mean(1)
+    np.testing.assert_allclose(centre_mask, centre_image, atol=1.0)
+
+
+# --------------------------------------------------------------------------------------
+# preprocess_dataset
+# --------------------------------------------------------------------------------------
+
+
+def _write_canonical(root: Path, *, with_masks: bool) -> Path:
+    rng = np.random.default_rng(3)
+    records = []
+    for i, shape in enumerate([(20, 24), (18, 18), (16, 30), (22, 20)]):
+        image = rng.normal(100, 20, shape).astype(np.float32)
+        mask = None
+        if with_masks and i != 1:  # one image without a lesion
+            mask = np.zeros(shape, dtype=np.uint8)
+            mask[5:10, 5:10] = 1
+            image[5:10, 5:10] += 200
+        records.append(Record(f"im{i}", f"p{i // 2}", i % 2, image, spacing=(1.0, 1.0), mask=mask))
+    write_dataset(records, root, class_names=["a", "b"], modality="CT")
+    return root / "manifest.tsv"
+
+
+def _outputs(tmp_path: Path) -> dict[str, Path]:
+    out = tmp_path / "cache"
+    return {"images_out": out / "images.npy", "masks_out": out / "masks.npy", "index_out": out / "index.tsv"}
+
+
+def test_preprocess_dataset_end_to_end_without_masks(tmp_path: Path) -> None:
+    manifest = _write_canonical(tmp_path / "ds", with_masks=False)
+    outs = _outputs(tmp_path)
+    index = preprocess_dataset(manifest, {"intensity": "zscore", "size": [16, 16]}, **outs)
+
+    images = np.load(outs["images_out"])
+    assert images.shape == (4, 1, 16, 16)
+    assert images.dtype == np.float32
+    assert np.isfinite(images).all()
+    for image in images:  # each image normalised on its own
+        assert abs(float(image.mean())) < 0.2
+    on_disk = pd.read_csv(outs["index_out"], sep="\t", dtype={"image_id": str, "patient_id": str})
+    assert list(on_disk.columns) == ["row", "image_id", "patient_id", "label", "has_mask"]
+    assert on_disk["row"].tolist() == [0, 1, 2, 3]
+    assert on_disk["image_id"].tolist() == ["im0", "im1", "im2", "im3"]
+    assert on_disk["patient_id"].tolist() == ["p0", "p0", "p1", "p1"]
+    assert on_disk["label"].tolist() == [0, 1, 0, 1]
+    assert not on_disk["has_mask"].any()
+    assert index["image_id"].tolist() == on_disk["image_id"].tolist()
+
+
+def test_preprocess_dataset_without_masks_writes_a_loadable_empty_masks_file(tmp_path: Path) -> None:
+    manifest = _write_canonical(tmp_path / "ds", with_masks=False)
+    outs = _outputs(tmp_path)
+    preprocess_dataset(manifest, {"intensity": "zscore", "size": [16, 16]}, **outs)
+    assert sorted(p.name for p in outs["images_out"].parent.iterdir()) == ["images.npy", "index.tsv", "masks.npy"]
+    assert np.load(outs["masks_out"]).size == 0
+    images, masks = load_cache(outs["images_out"], outs["masks_out"])
+    assert images.shape == (4, 1, 16, 16)
+    assert masks is None
+
+
+def test_preprocess_dataset_end_to_end_with_masks(tmp_path: Path) -> None:
+    manifest = _write_canonical(tmp_path / "ds", with_masks=True)
+    outs = _outputs(tmp_path)
+    index = preprocess_dataset(manifest, {"intensity": "minmax", "size": [16, 16]}, **outs)
+    images, masks = load_cache(outs["images_out"], outs["masks_out"])
+    assert images.shape == (4, 1, 16, 16)
+    assert masks.shape == (4, 1, 16, 16)
+    assert masks.dtype == np.uint8
+    assert set(np.unique(masks)) == {0, 1}
+    assert index["has_mask"].tolist() == [True, False, True, True]
+    assert masks[1].sum() == 0  # the image without a lesion gets an empty mask
+    for i in (0, 2, 3):
+        assert masks[i].sum() > 0
+        # the lesion is the bright part of the image
+        assert images[i][masks[i] == 1].mean() > images[i][masks[i] == 0].mean() + 0.3
+    assert sorted(p.name for p in outs["images_out"].parent.iterdir()) == ["images.npy", "index.tsv", "masks.npy"]
+
+
+def test_preprocess_dataset_refuses_a_broken_manifest(tmp_path: Path) -> None:
+    manifest = _write_canonical(tmp_path / "ds", with_masks=False)
+    (tmp_path / "ds" / "images" / "im2.nii.gz").unlink()
+    outs = _outputs(tmp_path)
+    with pytest.raises(ValueError, match="im2.nii.gz"):
+        preprocess_dataset(manifest, {"intensity": "zscore", "size": [16, 16]}, **outs)
+    assert not outs["images_out"].exists()
+
+
+@pytest.mark.filterwarnings("ignore:Rescaling image")
+def test_minmax_of_a_constant_image_stays_in_unit_range() -> None:
+    out, _ = preprocess_subject(_image(np.full((8, 8), 5.0, np.float32), (1, 1)), None, {"intensity": "minmax", "size": [8, 8]})
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_preprocess_dataset_with_a_blank_image_names_it_or_copes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    records = [
+        Record("ok", "p0", 0, rng.normal(size=(12, 12)).astype(np.float32), (1.0, 1.0)),
+        Record("blank", "p1", 1, np.zeros((12, 12), np.float32), (1.0, 1.0)),
+    ]
+    write_dataset(records, tmp_path / "ds", class_names=["a", "b"], modality="CT")
+    try:
+        preprocess_dataset(tmp_path / "ds" / "manifest.tsv", {"intensity": "zscore", "size": [8, 8]}, **_outputs(tmp_path))
+    except ValueError as exc:  # a clear error naming the image would be fine too
+        assert "blank" in str(exc)
+    else:
+        assert np.isfinite(np.load(tmp_path / "cache" / "images.npy")).all()

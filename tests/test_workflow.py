@@ -1,0 +1,126 @@
+"""Integration tests: the real Snakemake runs the whole DAG on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from workflow_helpers import copy_workflow, edit_yaml, make_tiny, planned_jobs, snakemake
+
+pytestmark = pytest.mark.integration
+
+CASESTUDIES = ("pneumonia_cxr", "nodule_ct")
+RUN = "densenet_small/fold_0"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny run of the default DAG, shared by the tests of this module."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    make_tiny(workdir)
+    snakemake(workdir)
+    return workdir
+
+
+def expected_outputs(cs: str) -> list[str]:
+    return [
+        f"results/{cs}/data/manifest.tsv",
+        f"results/{cs}/data/dataset.json",
+        f"results/{cs}/split/splits.json",
+        f"results/{cs}/split/leakage_check.json",
+        f"results/{cs}/preprocess/images.npy",
+        f"results/{cs}/models/{RUN}/model.pt",
+        f"results/{cs}/models/{RUN}/history.tsv",
+        f"results/{cs}/models/{RUN}/metadata.json",
+        f"results/{cs}/models/{RUN}/provenance.json",
+        f"results/{cs}/evaluation/{RUN}/predictions.tsv",
+        f"results/{cs}/evaluation/{RUN}/metrics.json",
+        f"results/{cs}/evaluation/{RUN}/provenance.json",
+        f"results/{cs}/evaluation/{RUN}/roc.png",
+        f"results/{cs}/evaluation/{RUN}/confusion.png",
+        f"results/{cs}/explain/{RUN}/gradcam.png",
+        f"results/{cs}/explain/{RUN}/cam_in_mask.json",
+        f"results/{cs}/figures/{RUN}/training_curves.png",
+        f"results/{cs}/figures/samples.png",
+        f"results/{cs}/figures/split.png",
+        f"results/{cs}/figures/model_comparison.png",
+        f"results/{cs}/summary.html",
+        f"logs/{cs}/train/{RUN}.log",
+    ]
+
+
+@pytest.mark.parametrize("cs", CASESTUDIES)
+def test_every_expected_output_exists(tiny, cs):
+    missing = [p for p in expected_outputs(cs) if not (tiny / p).is_file() or (tiny / p).stat().st_size == 0]
+    assert not missing
+
+
+@pytest.mark.parametrize("cs", CASESTUDIES)
+def test_metrics_are_in_range_with_cis(tiny, cs):
+    metrics = json.loads((tiny / f"results/{cs}/evaluation/{RUN}/metrics.json").read_text())
+    for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"):
+        assert 0.0 <= metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"] <= 1.0, key
+    assert all(k == k.lower() and " " not in k for k in metrics)
+    predictions = pd.read_csv(tiny / f"results/{cs}/evaluation/{RUN}/predictions.tsv", sep="\t")
+    assert len(predictions) == metrics["n_test_images"]
+    assert predictions[["prob_0", "prob_1"]].sum(axis=1).round(4).eq(1).all()
+
+
+def test_cxr_model_separates_the_classes(tiny):
+    # an untrained or broken network scores about 0.5 here
+    metrics = json.loads((tiny / f"results/pneumonia_cxr/evaluation/{RUN}/metrics.json").read_text())
+    assert metrics["auc"] > 0.75
+
+
+def test_test_set_is_patient_disjoint_from_training(tiny):
+    manifest = pd.read_csv(tiny / "results/pneumonia_cxr/data/manifest.tsv", sep="\t")
+    splits = json.loads((tiny / "results/pneumonia_cxr/split/splits.json").read_text())
+    patient = manifest.set_index("image_id")["patient_id"]
+    train = set(patient[splits["folds"][0]["train"]])
+    assert train.isdisjoint(patient[splits["test"]])
+    assert manifest.groupby("patient_id").size().max() > 1  # several images per patient
+
+
+@pytest.mark.parametrize("kind", ["models", "evaluation"])
+def test_provenance_is_written_beside_models_and_metrics(tiny, kind):
+    record = json.loads((tiny / f"results/pneumonia_cxr/{kind}/{RUN}/provenance.json").read_text())
+    assert set(record) >= {"code", "config", "inputs", "environment", "device", "seed", "started", "finished"}
+    assert {"commit", "dirty"} <= set(record["code"])
+    assert record["inputs"] and all(v.startswith("sha256:") for v in record["inputs"].values())
+    assert record["environment"]["packages"]["monai"] == "1.6.1"
+    assert record["started"] <= record["finished"]
+
+
+def test_model_card(tiny):
+    card = json.loads((tiny / f"results/nodule_ct/models/{RUN}/metadata.json").read_text())
+    assert card["input"]["spatial_dims"] == 3
+    assert card["output"]["class_names"] == ["benign", "malignant"]
+    assert "not for clinical use" in card["intended_use"]
+    history = pd.read_csv(tiny / f"results/nodule_ct/models/{RUN}/history.tsv", sep="\t")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "val_accuracy", "lr", "seconds"]
+    assert len(history) == 2
+
+
+def test_rerun_with_nothing_changed_does_nothing(tiny):
+    done = snakemake(tiny, "--dry-run")
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_changed_learning_rate_reruns_only_downstream_jobs(tiny):
+    path = tiny / "config/casestudies/pneumonia_cxr.yaml"
+    original = path.read_text()
+    try:
+        edit_yaml(path, lambda cs: cs["train"].update(lr=0.002))
+        jobs = planned_jobs(snakemake(tiny, "--dry-run").stdout)
+    finally:
+        path.write_text(original)
+    assert jobs == {"all": 1, "train": 1, "evaluate": 1, "explain": 1, "figure_training": 1, "summarize": 1}
+
+
+def test_report_has_every_figure(tiny):
+    snakemake(tiny, "--report", "results/report.html")
+    html = (tiny / "results/report.html").read_text(errors="replace")
+    for name in ("roc.png", "confusion.png", "gradcam.png", "training_curves.png", "samples.png", "split.png", "model_comparison.png"):
+        assert name in html, name

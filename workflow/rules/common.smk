@@ -1,0 +1,177 @@
+# Config loading, validation, input functions and wildcard constraints.
+import copy
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from casebook.registry import load_registry, resolve
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def deep_merge(base, update):
+    """``base`` with ``update`` merged in, key by key for nested mappings."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_casestudy(path):
+    """Read one case-study file, apply config 'overrides' for it, validate (filling defaults)."""
+    if not Path(path).is_file():
+        raise WorkflowError(f"case study file {path} (listed in config 'casestudies') does not exist")
+    with open(path) as fh:
+        cs = yaml.safe_load(fh)
+    if not isinstance(cs, dict) or "name" not in cs:
+        raise WorkflowError(f"{path}: a case study must be a mapping with a 'name'")
+    cs = deep_merge(cs, config.get("overrides", {}).get(cs["name"], {}))
+    try:
+        validate(cs, "../schemas/casestudy.schema.yaml")
+    except WorkflowError as exc:
+        where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
+        raise WorkflowError(f"{where}: invalid case study\n{exc}") from None
+    return cs
+
+
+CASESTUDIES = {}
+for _path in config["casestudies"]:
+    _cs = _load_casestudy(_path)
+    if _cs["name"] in CASESTUDIES:
+        raise WorkflowError(f"{_path}: case study name {_cs['name']!r} is used twice")
+    CASESTUDIES[_cs["name"]] = _cs
+
+REGISTRY = load_registry(config["registry"])
+
+
+wildcard_constraints:
+    cs="|".join(CASESTUDIES),
+    model="[a-z][a-z0-9_]*",
+    fold=r"\d+",
+
+
+localrules:
+    download,
+
+
+def cs_seed(cs):
+    seed = CASESTUDIES[cs].get("split", {}).get("seed")
+    return config["seed"] if seed is None else seed
+
+
+def resource(rule, key, default):
+    """A rule's resource from config 'resources', falling back to 'default', then to default."""
+    table = config.get("resources", {})
+    return table.get(rule, {}).get(key, table.get("default", {}).get(key, default))
+
+
+# ---- data -------------------------------------------------------------------------
+
+
+def dataset_entry(cs):
+    """The registry entry of a case study's data set, resolved at its image size."""
+    ds = CASESTUDIES[cs]["dataset"]
+    return resolve(REGISTRY, ds["name"], ds.get("size"))
+
+
+def download_path(cs):
+    """Where the raw file of a case study's data set lands (None for embedded data)."""
+    entry = dataset_entry(cs)
+    if not entry.get("filename"):
+        return None
+    return f"resources/{CASESTUDIES[cs]['dataset']['name']}/{entry['filename']}"
+
+
+def download_params(wildcards):
+    """Registry entry plus the case study's source/path/md5 choice for one raw file."""
+    for cs in CASESTUDIES:
+        if download_path(cs) == f"resources/{wildcards.dataset}/{wildcards.filename}":
+            ds = CASESTUDIES[cs]["dataset"]
+            entry = dict(dataset_entry(cs))
+            if ds.get("md5"):
+                entry["md5"] = ds["md5"]
+            return {"entry": entry, "source": ds.get("source", "url"), "path": ds.get("path")}
+    raise WorkflowError(f"no case study uses resources/{wildcards.dataset}/{wildcards.filename}")
+
+
+def ingest_input(wildcards):
+    path = download_path(wildcards.cs)
+    return [path] if path else []
+
+
+def ingest_params(cs):
+    """Everything the ingest stage depends on, and nothing else (so only its changes rerun it)."""
+    entry = dataset_entry(cs)
+    ds = CASESTUDIES[cs]["dataset"]
+    return {
+        "adapter": entry["adapter"],
+        "dataset": ds["name"],
+        "generator": entry.get("generator"),
+        "params": ds.get("params", {}),
+        "spatial_dims": entry.get("spatial_dims"),
+        "class_names": CASESTUDIES[cs]["class_names"],
+        "modality": CASESTUDIES[cs].get("modality", ""),
+    }
+
+
+# ---- models -----------------------------------------------------------------------
+
+
+def model_config(cs, model):
+    """Network, merged training settings, augmentation, seed and device of one model."""
+    study = CASESTUDIES[cs]
+    if model not in study["models"]:
+        raise WorkflowError(f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}")
+    spec = study["models"][model]
+    train = {**copy.deepcopy(study.get("train", {})), **copy.deepcopy(spec.get("train", {}))}
+    return {
+        "network": spec["network"],
+        "train": train,
+        "augment": study.get("augment", {}),
+        "seed": config["seed"],
+        "device": config["device"],
+    }
+
+
+def model_dir(cs, model, fold):
+    return f"results/{cs}/models/{model}/fold_{fold}"
+
+
+def runs(cs):
+    """(model, fold) pairs of a case study."""
+    study = CASESTUDIES[cs]
+    return [(m, f) for m in study["models"] for f in study.get("folds", [0])]
+
+
+# ---- targets ----------------------------------------------------------------------
+
+
+def casestudy_targets(cs):
+    out = [
+        f"results/{cs}/split/leakage_check.json",
+        f"results/{cs}/figures/samples.png",
+        f"results/{cs}/figures/split.png",
+        f"results/{cs}/figures/model_comparison.png",
+        f"results/{cs}/summary.html",
+    ]
+    for model, fold in runs(cs):
+        out += [
+            f"{model_dir(cs, model, fold)}/metadata.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/confusion.png",
+            f"results/{cs}/explain/{model}/fold_{fold}/gradcam.png",
+            f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
+        ]
+    return out
+
+
+def all_targets():
+    return [t for cs in CASESTUDIES for t in casestudy_targets(cs)]

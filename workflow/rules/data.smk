@@ -1,0 +1,59 @@
+# Data: download (login node), ingest into the canonical layout, patient-level split,
+# and the leakage check that every training and evaluation job depends on.
+
+
+rule download:
+    output:
+        "resources/{dataset}/{filename}",
+    params:
+        spec=download_params,
+    log:
+        "logs/download/{dataset}/{filename}.log",
+    script:
+        "../../scripts/download.py"
+
+
+rule ingest:
+    input:
+        ingest_input,
+    output:
+        directory("results/{cs}/data"),
+    params:
+        ingest=lambda wc: ingest_params(wc.cs),
+    log:
+        "logs/{cs}/ingest.log",
+    benchmark:
+        "results/{cs}/benchmarks/ingest.tsv"
+    threads: lambda wc: resource("ingest", "threads", 1)
+    resources:
+        mem_mb=lambda wc: resource("ingest", "mem_mb", 4000),
+        runtime=lambda wc: resource("ingest", "runtime", 60),
+    script:
+        "../../scripts/ingest.py"
+
+
+rule split:
+    input:
+        "results/{cs}/data",
+    output:
+        splits="results/{cs}/split/splits.json",
+        table="results/{cs}/split/split_table.tsv",
+    params:
+        split=lambda wc: CASESTUDIES[wc.cs].get("split", {}),
+        seed=lambda wc: cs_seed(wc.cs),
+    log:
+        "logs/{cs}/split.log",
+    script:
+        "../../scripts/split.py"
+
+
+rule check_leakage:
+    input:
+        data="results/{cs}/data",
+        splits="results/{cs}/split/splits.json",
+    output:
+        "results/{cs}/split/leakage_check.json",
+    log:
+        "logs/{cs}/check_leakage.log",
+    script:
+        "../../scripts/check_leakage.py"

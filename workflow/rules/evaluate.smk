@@ -1,0 +1,45 @@
+# Evaluation of each trained model on the held-out test set (touched only here).
+
+
+rule evaluate:
+    input:
+        model="results/{cs}/models/{model}/fold_{fold}/model.pt",
+        images="results/{cs}/preprocess/images.npy",
+        index="results/{cs}/preprocess/index.tsv",
+        splits="results/{cs}/split/splits.json",
+        leakage="results/{cs}/split/leakage_check.json",
+    output:
+        predictions="results/{cs}/evaluation/{model}/fold_{fold}/predictions.tsv",
+        val_predictions="results/{cs}/evaluation/{model}/fold_{fold}/predictions_val.tsv",
+        metrics="results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
+        provenance="results/{cs}/evaluation/{model}/fold_{fold}/provenance.json",
+        roc=report(
+            "results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
+            caption="../report/roc.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "ROC curve"},
+        ),
+        confusion=report(
+            "results/{cs}/evaluation/{model}/fold_{fold}/confusion.png",
+            caption="../report/confusion.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "confusion matrix"},
+        ),
+    params:
+        model=lambda wc: model_config(wc.cs, wc.model),
+        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/evaluate/{model}/fold_{fold}.log",
+    benchmark:
+        "results/{cs}/benchmarks/evaluate/{model}/fold_{fold}.tsv"
+    threads: lambda wc: resource("evaluate", "threads", 1)
+    resources:
+        mem_mb=lambda wc: resource("evaluate", "mem_mb", 4000),
+        runtime=lambda wc: resource("evaluate", "runtime", 60),
+        gpu=lambda wc: resource("evaluate", "gpu", 0),
+    script:
+        "../../scripts/evaluate.py"

@@ -1,0 +1,35 @@
+# Explanations: Grad-CAM overlays of test images, and CAM energy inside lesion masks.
+
+
+rule explain:
+    input:
+        model="results/{cs}/models/{model}/fold_{fold}/model.pt",
+        predictions="results/{cs}/evaluation/{model}/fold_{fold}/predictions.tsv",
+        images="results/{cs}/preprocess/images.npy",
+        masks="results/{cs}/preprocess/masks.npy",
+        index="results/{cs}/preprocess/index.tsv",
+    output:
+        grid=report(
+            "results/{cs}/explain/{model}/fold_{fold}/gradcam.png",
+            caption="../report/gradcam.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "Grad-CAM"},
+        ),
+        summary="results/{cs}/explain/{model}/fold_{fold}/cam_in_mask.json",
+    params:
+        model=lambda wc: model_config(wc.cs, wc.model),
+        explain=lambda wc: CASESTUDIES[wc.cs].get("explain", {}),
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/explain/{model}/fold_{fold}.log",
+    benchmark:
+        "results/{cs}/benchmarks/explain/{model}/fold_{fold}.tsv"
+    threads: lambda wc: resource("explain", "threads", 1)
+    resources:
+        mem_mb=lambda wc: resource("explain", "mem_mb", 4000),
+        runtime=lambda wc: resource("explain", "runtime", 60),
+        gpu=lambda wc: resource("explain", "gpu", 0),
+    script:
+        "../../scripts/explain.py"

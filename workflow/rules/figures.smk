@@ -1,0 +1,92 @@
+# Case-study figures for the report: data overview, split, training curves, comparison.
+
+
+rule figure_samples:
+    input:
+        images="results/{cs}/preprocess/images.npy",
+        masks="results/{cs}/preprocess/masks.npy",
+        index="results/{cs}/preprocess/index.tsv",
+    output:
+        report(
+            "results/{cs}/figures/samples.png",
+            caption="../report/samples.rst",
+            category="{cs}",
+            subcategory="data",
+            labels={"figure": "sample images"},
+        ),
+    params:
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/figures/samples.log",
+    script:
+        "../../scripts/figure_samples.py"
+
+
+rule figure_split:
+    input:
+        "results/{cs}/split/split_table.tsv",
+    output:
+        report(
+            "results/{cs}/figures/split.png",
+            caption="../report/split.rst",
+            category="{cs}",
+            subcategory="data",
+            labels={"figure": "patient-level split"},
+        ),
+    params:
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/figures/split.log",
+    script:
+        "../../scripts/figure_split.py"
+
+
+rule figure_training:
+    input:
+        history="results/{cs}/models/{model}/fold_{fold}/history.tsv",
+        card="results/{cs}/models/{model}/fold_{fold}/metadata.json",
+    output:
+        report(
+            "results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "training curves"},
+        ),
+    params:
+        title=lambda wc: f"{wc.model}, fold {wc.fold}",
+    log:
+        "logs/{cs}/figures/{model}/fold_{fold}/training.log",
+    script:
+        "../../scripts/figure_training.py"
+
+
+rule summarize:
+    input:
+        metrics=lambda wc: [f"results/{wc.cs}/evaluation/{m}/fold_{f}/metrics.json" for m, f in runs(wc.cs)],
+        cams=lambda wc: [f"results/{wc.cs}/explain/{m}/fold_{f}/cam_in_mask.json" for m, f in runs(wc.cs)],
+    output:
+        figure=report(
+            "results/{cs}/figures/model_comparison.png",
+            caption="../report/model_comparison.rst",
+            category="{cs}",
+            subcategory="summary",
+            labels={"figure": "model comparison"},
+        ),
+        table=report(
+            "results/{cs}/summary.html",
+            caption="../report/summary.rst",
+            category="{cs}",
+            subcategory="summary",
+            labels={"figure": "test metrics table"},
+        ),
+        tsv="results/{cs}/summary.tsv",
+    params:
+        runs=lambda wc: [f"{m}/fold_{f}" for m, f in runs(wc.cs)],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/figures/summary.log",
+    script:
+        "../../scripts/summarize.py"
