@@ -97,3 +97,28 @@ def test_grad_cam_on_a_resnet_layer() -> None:
     maps = grad_cam(net, cam_layer({"name": "resnet10"}), torch.rand(2, 1, 32, 32), 0)
     assert maps.shape == (2, 1, 32, 32)
     assert maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+class _SquareDetector(torch.nn.Module):
+    """Class-1 evidence is the mean of a 1x1 conv feature map: high where the input is."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.ReLU())
+        self.head = torch.nn.Linear(1, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.fill_(1.0)
+            self.head.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_grad_cam_is_high_where_the_evidence_is_not_flipped():
+    image = torch.zeros(1, 1, 16, 16)
+    image[0, 0, 4:8, 10:14] = 1.0
+    cam = grad_cam(_SquareDetector(), "features.1", image, 1)[0, 0]
+    assert cam[4:8, 10:14].min() > 0.99 and cam.max() == pytest.approx(1.0)
+    outside = np.ones_like(cam, dtype=bool)
+    outside[4:8, 10:14] = False
+    assert cam[outside].max() < 0.01

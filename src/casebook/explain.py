@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from monai.transforms import ScaleIntensity
 from monai.visualize import GradCAM
 
 from casebook.fileio import write_json
@@ -27,9 +28,18 @@ def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int = 0) -> p
     return pd.concat(parts, ignore_index=True)
 
 
+def scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each map to [0, 1], high activation staying high.
+
+    MONAI's default CAM post-processing maps (min, max) to (1, 0), flipping magnitudes
+    (its docstring says so); overlays and the in-mask energy need the unflipped map.
+    """
+    return torch.stack([ScaleIntensity(minv=0.0, maxv=1.0)(m) for m in maps])
+
+
 def grad_cam(model: torch.nn.Module, layer: str, images: torch.Tensor, class_idx: int | list[int]) -> np.ndarray:
     """Grad-CAM maps (N, 1, *spatial), upsampled to the input and scaled to [0, 1]."""
-    cam = GradCAM(nn_module=model, target_layers=layer)
+    cam = GradCAM(nn_module=model, target_layers=layer, postprocessing=scale_to_unit)
     maps = []
     classes = [class_idx] * len(images) if isinstance(class_idx, int) else class_idx
     for x, c in zip(images, classes):

@@ -226,7 +226,7 @@ def generate_nodule_ct(
     spicule_count: tuple[int, int] = (8, 14),
     spicule_length_mm: Range = (3.5, 7.5),
     lobulated_only_fraction: float = 0.05,
-    subtle_fraction: float = 0.05,
+    subtle_fraction: float = 0.07,
     calcified_fraction: float = 0.3,
     ground_glass_fraction: float = 0.2,
     noise_hu: Range = (20.0, 40.0),
