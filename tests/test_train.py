@@ -138,15 +138,6 @@ def test_untrained_networks_are_at_chance_on_average(cache) -> None:
     assert float(np.mean(aucs)) < 0.9
 
 
-def test_rerun_of_a_finished_run_does_not_train_again(cache, tmp_path) -> None:
-    _fit(cache, tmp_path, _cfg(2), resume_key="k")
-    before = _history(tmp_path)
-    calls = []
-    summary = _fit(cache, tmp_path, _cfg(2), resume_key="k", on_epoch_end=lambda e, r: calls.append(e))
-    assert calls == []
-    pd.testing.assert_frame_equal(_history(tmp_path), before)
-    assert summary["epochs"] == 2
-
 
 # --------------------------------------------------------------------------------------
 # resume
@@ -256,3 +247,10 @@ def test_schedules(schedule, expected) -> None:
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="warmup"):
         make_scheduler(optimizer, {"schedule": {"name": "warmup"}}, epochs=4)
+
+
+def test_a_finished_run_is_retrained_not_resumed(cache, tmp_path) -> None:
+    _fit(cache, tmp_path, _cfg(3), resume_key="key")
+    epochs_run = []
+    _fit(cache, tmp_path, _cfg(3), resume_key="key", on_epoch_end=lambda e, row: epochs_run.append(e))
+    assert epochs_run == [1, 2, 3]

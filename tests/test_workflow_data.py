@@ -164,9 +164,17 @@ def test_real_pneumoniamnist_from_a_local_file(tmp_path):
     workdir = copy_workflow(tmp_path)
     # the shipped config names ../shared/data relative to the repository root
     edit_yaml(workdir / "config/shared_pneumoniamnist.yaml", lambda c: c["overrides"]["pneumoniamnist"]["dataset"].update(path=str(SHARED / "pneumoniamnist.npz")))
-    args = ["--configfile", "config/shared_pneumoniamnist.yaml"]
-    snakemake(workdir, *args, "results/pneumoniamnist/split/leakage_check.json", "results/pneumoniamnist/preprocess/index.tsv")
+    # targets first: --configfile takes every value that follows it
+    targets = ["results/pneumoniamnist/split/leakage_check.json", "results/pneumoniamnist/preprocess/index.tsv"]
+    snakemake(workdir, *targets, "--configfile", "config/shared_pneumoniamnist.yaml")
     splits = json.loads((workdir / "results/pneumoniamnist/split/splits.json").read_text())
     assert (len(splits["folds"][0]["train"]), len(splits["folds"][0]["val"]), len(splits["test"])) == (3882, 524, 624)
     images = np.load(workdir / "results/pneumoniamnist/preprocess/images.npy", mmap_mode="r")
     assert images.shape == (3882 + 524 + 624, 1, 28, 28)
+
+
+@pytest.mark.parametrize("override, word", [("seeds=3", "'seeds' was unexpected"), ("seed=abc", "at seed")])
+def test_bad_top_level_config_is_refused(tmp_path, override, word):
+    workdir = copy_workflow(tmp_path)
+    done = snakemake(workdir, "--dry-run", "--config", override, check=False)
+    assert done.returncode != 0 and word in done.stdout + done.stderr

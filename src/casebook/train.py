@@ -214,6 +214,9 @@ def fit(
         _save(out_dir / BEST, {"state_dict": model.state_dict(), "epoch": state["epoch"], "val_auc": float("nan")})
     with atomic_path(out_dir / "model.pt") as tmp:
         shutil.copyfile(out_dir / BEST, tmp)
+    # a finished run is not resumed: a forced rerun (snakemake --forcerun train) retrains
+    state["complete"] = True
+    _save_checkpoint(ckpt_path, resume_key, model, optimizer, scheduler, train_loader, state)
     _write_history(out_dir / "history.tsv", state["history"])
     return {
         "best_epoch": state["best_epoch"],
@@ -257,6 +260,9 @@ def _resume(path, resume_key, model, optimizer, scheduler, loader, state) -> dic
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("resume_key") != resume_key:
         log.warning("%s was made with another config or data; starting afresh", path)
+        return state
+    if ckpt["state"].get("complete"):
+        log.info("%s is from a finished run; training afresh", path)
         return state
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])

@@ -3,6 +3,7 @@ import copy
 import json
 from pathlib import Path
 
+import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -10,7 +11,31 @@ from snakemake.utils import validate
 from casebook.registry import load_registry, resolve
 
 
-validate(config, "../schemas/config.schema.yaml")
+
+CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
+
+
+def schema_problems(document, schema_path):
+    """One line per schema violation, naming the key path: shorter than a schema dump."""
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"at {'.'.join(str(p) for p in err.absolute_path) or '(top level)'}: {err.message}"
+        for err in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def validate_config():
+    """The top-level config: concise errors first, then Snakemake's validation (defaults)."""
+    schema = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+    problems = schema_problems(config, schema)
+    if problems:
+        raise WorkflowError("invalid configuration (config/config.yaml and any --configfile/--config):\n  " + "\n  ".join(problems))
+    validate(config, schema)
+
+
+validate_config()
 
 
 def deep_merge(base, update):
@@ -33,11 +58,11 @@ def _load_casestudy(path):
     if not isinstance(cs, dict) or "name" not in cs:
         raise WorkflowError(f"{path}: a case study must be a mapping with a 'name'")
     cs = deep_merge(cs, config.get("overrides", {}).get(cs["name"], {}))
-    try:
-        validate(cs, "../schemas/casestudy.schema.yaml")
-    except WorkflowError as exc:
+    problems = schema_problems(cs, CASESTUDY_SCHEMA)
+    if problems:
         where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
-        raise WorkflowError(f"{where}: invalid case study\n{exc}") from None
+        raise WorkflowError(f"{where}: invalid case study:\n  " + "\n  ".join(problems))
+    validate(cs, CASESTUDY_SCHEMA)  # fills in the schema's defaults
     return cs
 
 
