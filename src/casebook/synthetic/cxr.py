@@ -19,13 +19,13 @@ Coordinates: rendering happens on a normalised grid ``u`` (columns, left to righ
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator
 
 import numpy as np
 from scipy import ndimage
 
 from casebook.layout import Record
+from casebook.synthetic.patients import assign_patient_labels, images_for_patient, synthetic_record
 
 CLASS_NAMES = ["normal", "pneumonia"]
 
@@ -36,31 +36,6 @@ Range = tuple[float, float]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def assign_patient_labels(n_patients: int, prevalence: float, rng: np.random.Generator) -> np.ndarray:
-    """Labels for ``n_patients``: exactly ``round(prevalence * n)`` ones, shuffled by ``rng``."""
-    if n_patients < 0:
-        raise ValueError(f"n_patients must be >= 0, got {n_patients}")
-    if not 0.0 <= prevalence <= 1.0:
-        raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
-    n_pos = int(round(prevalence * n_patients))
-    labels = np.zeros(n_patients, dtype=np.int64)
-    labels[:n_pos] = 1
-    return rng.permutation(labels)
-
-
-def images_for_patient(images_per_patient: tuple[int, int], rng: np.random.Generator) -> int:
-    """Number of images of one patient, uniform over the inclusive range."""
-    lo, hi = (int(v) for v in images_per_patient)
-    if not 1 <= lo <= hi:
-        raise ValueError(f"images_per_patient must be (lo, hi) with 1 <= lo <= hi, got {images_per_patient}")
-    return int(rng.integers(lo, hi + 1))
-
-
-def array_checksum(array: np.ndarray) -> str:
-    """Short content hash, stored as ``source_checksum`` (synthetic data has no source file)."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -392,12 +367,4 @@ def generate_cxr(
         patient_id = f"cxr_p{index:04d}"
         for j in range(images_for_patient(images_per_patient, rng)):
             image, mask = _render_image(anatomy, int(label), size, rng, knobs)
-            yield Record(
-                image_id=f"{patient_id}_i{j + 1:02d}",
-                patient_id=patient_id,
-                label=int(label),
-                image=image,
-                spacing=spacing,
-                mask=mask.astype(np.uint8),
-                source_checksum=array_checksum(image),
-            )
+            yield synthetic_record(f"{patient_id}_i{j + 1:02d}", patient_id, int(label), image, mask, spacing)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from casebook.layout import Record
-from casebook.synthetic.cxr import array_checksum, assign_patient_labels, images_for_patient
+from casebook.synthetic.patients import assign_patient_labels, images_for_patient, synthetic_record
 
 CLASS_NAMES = ["benign", "malignant"]
 
@@ -294,12 +294,4 @@ def generate_nodule_ct(
         patient_id = f"ct_p{index:04d}"
         for j in range(images_for_patient(images_per_patient, rng)):
             image, mask = _render_patch(shape, spacing, int(label), patient, rng, knobs)
-            yield Record(
-                image_id=f"{patient_id}_n{j + 1:02d}",
-                patient_id=patient_id,
-                label=int(label),
-                image=image,
-                spacing=spacing,
-                mask=mask.astype(np.uint8),
-                source_checksum=array_checksum(image),
-            )
+            yield synthetic_record(f"{patient_id}_n{j + 1:02d}", patient_id, int(label), image, mask, spacing)
