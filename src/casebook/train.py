@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -48,8 +49,15 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch and ask for deterministic algorithms."""
-    set_determinism(seed=seed, use_deterministic_algorithms=True)
+    """Seed Python, NumPy and torch and ask for deterministic algorithms.
+
+    On CUDA, cuBLAS needs CUBLAS_WORKSPACE_CONFIG for determinism, and some kernels
+    (e.g. 3D adaptive pooling backward) have no deterministic version: those warn
+    instead of failing, so GPU runs are reproducible only up to such kernels.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_determinism(seed=seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed)
 

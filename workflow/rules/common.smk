@@ -1,29 +1,15 @@
 # Config loading, validation, input functions and wildcard constraints.
 import copy
-import json
 from pathlib import Path
 
-import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from casebook.config import deep_merge, schema_problems
 from casebook.registry import load_registry, resolve
 
-
-
 CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
-
-
-def schema_problems(document, schema_path):
-    """One line per schema violation, naming the key path: shorter than a schema dump."""
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
-    validator = jsonschema.Draft202012Validator(schema)
-    return [
-        f"at {'.'.join(str(p) for p in err.absolute_path) or '(top level)'}: {err.message}"
-        for err in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
-    ]
 
 
 def validate_config():
@@ -36,17 +22,6 @@ def validate_config():
 
 
 validate_config()
-
-
-def deep_merge(base, update):
-    """``base`` with ``update`` merged in, key by key for nested mappings."""
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _load_casestudy(path):
