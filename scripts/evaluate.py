@@ -5,7 +5,7 @@ from casebook.scripting import logged
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     evaluate_stage(
-        sm.params.model,
+        {**sm.params.model, "device": sm.config["device"]},
         sm.params.evaluate,
         inputs=dict(sm.input.items()),
         outputs=dict(sm.output.items()),

@@ -5,7 +5,7 @@ from casebook.train import train_stage
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     train_stage(
-        sm.params.model,
+        {**sm.params.model, "device": sm.config["device"]},
         images=sm.input.images,
         index=sm.input.index,
         splits=sm.input.splits,

@@ -46,10 +46,11 @@ def test_resample_2d_keeps_physical_extent_and_position() -> None:
     image, _ = _square_image(spacing=(0.5, 1.0))  # SimpleITK size (30, 20), extent 15 x 20 mm
     out = resample_to_spacing(image, (1.0, 0.5), is_label=False)
     assert out.GetSpacing() == (1.0, 0.5)
-    assert out.GetSize() == (15, 40)
-    extent_in = np.array(image.GetSize()) * np.array(image.GetSpacing())
-    extent_out = np.array(out.GetSize()) * np.array(out.GetSpacing())
-    np.testing.assert_allclose(extent_out, extent_in)
+    assert out.GetSize() == (15, 39)
+    # voxel centres stay inside the image, short of its last centre by less than a voxel
+    span_in = (np.array(image.GetSize()) - 1) * np.array(image.GetSpacing())
+    span_out = (np.array(out.GetSize()) - 1) * np.array(out.GetSpacing())
+    assert np.all(span_out <= span_in + 1e-9) and np.all(span_in - span_out < np.array(out.GetSpacing()))
     assert out.GetOrigin() == image.GetOrigin()
     # the bright square stays where it was in millimetres (within a voxel)
     np.testing.assert_allclose(_physical_centroid(out), _physical_centroid(image), atol=1.0)
@@ -60,9 +61,16 @@ def test_resample_3d_keeps_physical_extent() -> None:
     array[3:6, 4:8, 5:9] = 1.0
     image = _image(array, (0.8, 0.8, 3.0))
     out = resample_to_spacing(image, (1.6, 1.6, 1.5), is_label=False)
-    assert out.GetSize() == (7, 6, 20)  # round(14*0.8/1.6), round(12*0.8/1.6), 10*3/1.5
-    np.testing.assert_allclose(np.array(out.GetSize()) * out.GetSpacing(), [11.2, 9.6, 30.0], atol=1.6)
+    assert out.GetSize() == (7, 6, 19)  # floor((n - 1) * s / t) + 1
+    np.testing.assert_allclose((np.array(out.GetSize()) - 1) * out.GetSpacing(), [9.6, 8.0, 27.0], atol=1e-6)
     np.testing.assert_allclose(_physical_centroid(out), _physical_centroid(image), atol=1.6)
+
+
+def test_resample_fills_nothing_from_outside_the_image() -> None:
+    # CT patch in HU: a 0 fill would put a soft-tissue slab at the edge of air
+    image = _image(np.full((12, 40, 40), -900, dtype=np.int16), (0.8, 0.8, 2.5))
+    out = sitk.GetArrayFromImage(resample_to_spacing(image, (1.0, 1.0, 1.0), is_label=False))
+    assert out.max() == -900
 
 
 def test_resample_label_uses_nearest_neighbour() -> None:
@@ -287,3 +295,23 @@ def test_preprocess_dataset_with_a_blank_image_names_it_or_copes(tmp_path: Path)
         assert "blank" in str(exc)
     else:
         assert np.isfinite(np.load(tmp_path / "cache" / "images.npy")).all()
+
+
+def test_a_mask_on_another_grid_is_refused_naming_both_files(tmp_path: Path) -> None:
+    image = np.zeros((8, 8), dtype=np.float32)
+    image[2:5, 2:5] = 1
+    records = [Record("a", "p1", 1, image, (1.0, 1.0), mask=(image > 0).astype(np.uint8))]
+    write_dataset(records, tmp_path / "ds", class_names=["no", "yes"], modality="test")
+    mask_path = tmp_path / "ds/masks/a.nii.gz"
+    moved = sitk.ReadImage(str(mask_path))
+    moved.SetOrigin((5.0, 0.0))
+    sitk.WriteImage(moved, str(mask_path))
+    with pytest.raises(ValueError, match=r"a\.nii\.gz: origin .* differs from its image .*images/a\.nii\.gz"):
+        preprocess_dataset(
+            tmp_path / "ds/manifest.tsv",
+            {"size": [8, 8]},
+            images_out=tmp_path / "i.npy",
+            masks_out=tmp_path / "m.npy",
+            index_out=tmp_path / "x.tsv",
+        )
+    assert not (tmp_path / "i.npy").exists()

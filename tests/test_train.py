@@ -254,3 +254,12 @@ def test_a_finished_run_is_retrained_not_resumed(cache, tmp_path) -> None:
     epochs_run = []
     _fit(cache, tmp_path, _cfg(3), resume_key="key", on_epoch_end=lambda e, row: epochs_run.append(e))
     assert epochs_run == [1, 2, 3]
+
+
+def test_a_fold_the_split_lacks_is_named_with_the_folds_that_exist() -> None:
+    from casebook.train import fold_split
+
+    splits = {"folds": [{"train": ["a"], "val": ["b"]}], "test": ["c"]}
+    assert fold_split(splits, 0, "s.json") == {"train": ["a"], "val": ["b"]}
+    with pytest.raises(ValueError, match=r"s\.json: there is no fold 1; this split has 1 fold"):
+        fold_split(splits, 1, "s.json")

@@ -7,9 +7,10 @@ along any axis.
 
 Example::
 
+    # a 3D nodule patch: flips along every array axis (z, y, x) are fine
     policy = {"affine": {"p": 0.5, "degrees": 10, "scales": 0.1, "translation": 3},
-              "flip": {"axes": [1], "p": 0.5}, "noise": {"p": 0.2, "std": 0.05}}
-    transform = build_augmentation(policy, spatial_dims=2)
+              "flip": {"axes": [0, 1, 2], "p": 0.5}, "noise": {"p": 0.2, "std": 0.05}}
+    transform = build_augmentation(policy, spatial_dims=3)
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from casebook import figures, provenance
 from casebook.data import CachedImages, make_loader, rows_for
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.preprocess import load_cache
-from casebook.train import load_model, predict, select_device
+from casebook.train import fold_split, load_model, predict, select_device
 
 METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 
@@ -184,7 +184,7 @@ def evaluate_stage(
     )
     batch = int(model_cfg["train"].get("batch_size", 32)) * 2
     tables = {}
-    for name, ids in (("val", splits["folds"][fold]["val"]), ("test", splits["test"])):
+    for name, ids in (("val", fold_split(splits, fold, inputs["splits"])["val"]), ("test", splits["test"])):
         rows, labels = rows_for(index, ids)
         probs, _ = predict(model, make_loader(CachedImages(images, labels, rows), batch_size=batch, shuffle=False), device)
         tables[name] = prediction_table(index, ids, probs)

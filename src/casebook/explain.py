@@ -109,8 +109,9 @@ def explain_stage(
         return torch.from_numpy(np.stack([images[row_of[i]] for i in ids])).float().to(device)
 
     shown = pick_examples(predictions, int(cfg.get("images_per_class", 4)), seed)
-    predicted = predictions.set_index("image_id").loc[shown["image_id"], [f"prob_{k}" for k in range(n_classes)]]
-    cams = grad_cam(model, layer, load(shown["image_id"]), list(predicted.to_numpy().argmax(1)))
+    by_id = predictions.set_index("image_id")
+    # the class reported in predictions.tsv (at the validation-chosen threshold), not the arg-max
+    cams = grad_cam(model, layer, load(shown["image_id"]), by_id.loc[shown["image_id"], "prediction"].astype(int).tolist())
     shown_masks = None if masks is None else np.stack([masks[row_of[i]] for i in shown["image_id"]])
 
     summary: dict[str, Any] = {"layer": layer, "method": "Grad-CAM (monai.visualize.GradCAM)", "n_images": 0}
@@ -128,5 +129,6 @@ def explain_stage(
             f" (lesion area {summary['mask_area_fraction_mean']:.2f}, {summary['enrichment']:.1f}x enrichment)"
         )
     image_stack = np.stack([images[row_of[i]] for i in shown["image_id"]])
-    plot_cam_grid(image_stack, cams, shown_masks, shown.assign(prob_1=predicted.iloc[:, -1].to_numpy()), class_names, title, outputs["grid"])
+    positive = by_id.loc[shown["image_id"], f"prob_{n_classes - 1}"].to_numpy()
+    plot_cam_grid(image_stack, cams, shown_masks, shown.assign(prob_1=positive), class_names, title, outputs["grid"])
     return summary

@@ -26,12 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label: bool) -> sitk.Image:
-    """Resample to a target spacing (x, y[, z] in mm), keeping the physical extent."""
+    """Resample to a target spacing (x, y[, z] in mm) on a grid inside the image's extent.
+
+    The new grid starts at the first voxel centre and never passes the last one, so no
+    voxel is filled from outside the image; should one be, it takes the image minimum
+    (air in CT), not 0, which in Hounsfield units would be soft tissue.
+    """
     spacing = [float(s) for s in spacing]
     if len(spacing) != image.GetDimension():
         raise ValueError(f"target spacing {spacing} does not match a {image.GetDimension()}D image")
-    size = [max(1, round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    size = [int((n - 1) * s // t) + 1 for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
     return sitk.Resample(
         image,
         size,
@@ -40,9 +47,21 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label
         image.GetOrigin(),
         spacing,
         image.GetDirection(),
-        0,
+        0.0 if is_label else stats.GetMinimum(),
         image.GetPixelID(),
     )
+
+
+def check_same_geometry(image: sitk.Image, mask: sitk.Image, image_path: str, mask_path: str) -> None:
+    """Refuse a mask whose grid (size, spacing, origin, direction) differs from its image's."""
+    for what, a, b in (
+        ("size", image.GetSize(), mask.GetSize()),
+        ("spacing", image.GetSpacing(), mask.GetSpacing()),
+        ("origin", image.GetOrigin(), mask.GetOrigin()),
+        ("direction", image.GetDirection(), mask.GetDirection()),
+    ):
+        if not np.allclose(a, b, atol=1e-4):
+            raise ValueError(f"{mask_path}: {what} {tuple(b)} differs from its image {image_path} ({tuple(a)})")
 
 
 def _to_tensor(image: sitk.Image) -> tuple[torch.Tensor, np.ndarray]:
@@ -97,8 +116,8 @@ def preprocess_subject(
     """
     if cfg.get("spacing"):
         image = resample_to_spacing(image, cfg["spacing"], is_label=False)
-        if mask is not None:
-            mask = resample_to_spacing(mask, cfg["spacing"], is_label=True)
+        if mask is not None:  # onto the resampled image's own grid, so both stay aligned
+            mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
     tensor, affine = _to_tensor(image)
     subject = {"image": tio.ScalarImage(tensor=tensor, affine=affine)}
     if mask is not None:
@@ -177,6 +196,7 @@ def _read_row(root: Path, row: Any, has_masks: bool) -> tuple[sitk.Image, sitk.I
     if has_masks:
         if row_mask:
             mask = sitk.ReadImage(str(root / row_mask))
+            check_same_geometry(image, mask, str(root / row_image), str(root / row_mask))
         else:  # images without a lesion still need a mask of the right geometry
             mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
             mask.CopyInformation(image)

@@ -154,12 +154,10 @@ def fit(
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     device = select_device(cfg.get("device", "auto"))
-    if device.type == "cpu" and tcfg.get("threads"):
-        torch.set_num_threads(int(tcfg["threads"]))
 
     images, _ = load_cache(images_path)
     index = pd.read_csv(index_path, sep="\t", dtype={"image_id": str, "patient_id": str})
-    split = read_json(splits_path)["folds"][fold]
+    split = fold_split(read_json(splits_path), fold, splits_path)
     spatial_dims = images.ndim - 2
     train_rows, train_labels = rows_for(index, split["train"])
     val_rows, val_labels = rows_for(index, split["val"])
@@ -188,6 +186,8 @@ def fit(
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
         state = _resume(ckpt_path, resume_key, model, optimizer, scheduler, train_loader, state)
+    if state["epoch"] == 0:  # a fresh start must not inherit a best model of an earlier run
+        (out_dir / BEST).unlink(missing_ok=True)
 
     bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=f"train fold {fold}", unit="epoch", initial=state["epoch"], total=epochs)
     for epoch in bar:
@@ -237,6 +237,17 @@ def fit(
         "spatial_dims": spatial_dims,
         "seconds": float(sum(r["seconds"] for r in state["history"])),
     }
+
+
+def fold_split(splits: dict[str, Any], fold: int, where: str | Path = "splits.json") -> dict[str, list[str]]:
+    """The train/val ids of one fold, or an error saying which folds exist."""
+    folds = splits["folds"]
+    if not 0 <= fold < len(folds):
+        raise ValueError(
+            f"{where}: there is no fold {fold}; this split has {len(folds)} fold(s) (0-{len(folds) - 1}), "
+            "e.g. one when the source defines its own validation split: set 'folds' in the case study"
+        )
+    return folds[fold]
 
 
 def _save(path: Path, obj: Any) -> None:
@@ -352,7 +363,8 @@ def train_stage(
         fold=fold,
         out_dir=out_dir,
         num_classes=len(class_names),
-        resume_key=resume_key(cfg, fold, sums),
+        # the device is where it runs, not what it computes: a GPU run may resume a CPU one
+        resume_key=resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
     )
     versions = provenance.package_versions()
     card = model_card(name=name, cfg=cfg, summary=summary, class_names=class_names, preprocess=preprocess, versions=versions)

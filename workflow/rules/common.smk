@@ -33,6 +33,11 @@ def _load_casestudy(path):
     if not isinstance(cs, dict) or "name" not in cs:
         raise WorkflowError(f"{path}: a case study must be a mapping with a 'name'")
     cs = deep_merge(cs, config.get("overrides", {}).get(cs["name"], {}))
+    # each model's training settings are the case study's with the model's on top, merged
+    # before validation so that schema defaults fill only what neither of them sets
+    for spec in (cs.get("models") or {}).values():
+        if isinstance(spec, dict):
+            spec["train"] = deep_merge(cs.get("train") or {}, spec.get("train") or {})
     problems = schema_problems(cs, CASESTUDY_SCHEMA)
     if problems:
         where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
@@ -94,9 +99,9 @@ def download_params(wildcards):
     for cs in CASESTUDIES:
         if download_path(cs) == f"resources/{wildcards.dataset}/{wildcards.filename}":
             ds = CASESTUDIES[cs]["dataset"]
-            entry = dict(dataset_entry(cs))
-            if ds.get("md5"):
-                entry["md5"] = ds["md5"]
+            full = dataset_entry(cs)
+            # only what the transfer depends on: a corrected citation must not re-download
+            entry = {"url": full["url"], "md5": ds.get("md5") or full["md5"], "filename": full["filename"]}
             return {"entry": entry, "source": ds.get("source", "url"), "path": ds.get("path")}
     raise WorkflowError(f"no case study uses resources/{wildcards.dataset}/{wildcards.filename}")
 
@@ -125,18 +130,17 @@ def ingest_params(cs):
 
 
 def model_config(cs, model):
-    """Network, merged training settings, augmentation, seed and device of one model."""
+    """Network, training settings (merged at load time), augmentation and seed of one model."""
     study = CASESTUDIES[cs]
     if model not in study["models"]:
         raise WorkflowError(f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}")
     spec = study["models"][model]
-    train = {**copy.deepcopy(study.get("train", {})), **copy.deepcopy(spec.get("train", {}))}
+    # the device is an execution setting, not a parameter: scripts read it from config
     return {
         "network": spec["network"],
-        "train": train,
+        "train": copy.deepcopy(spec["train"]),
         "augment": study.get("augment", {}),
         "seed": config["seed"],
-        "device": config["device"],
     }
 
 
