@@ -173,7 +173,7 @@ def evaluate_stage(
     wildcards: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The evaluate rule: predict validation and test sets, score, plot, record provenance."""
-    started = provenance.now()
+    started, code = provenance.now(), provenance.git_state()
     n_classes = len(class_names)
     images, _ = load_cache(inputs["images"])
     index = pd.read_csv(inputs["index"], sep="\t", dtype={"image_id": str, "patient_id": str})
@@ -213,6 +213,7 @@ def evaluate_stage(
         config={"model": model_cfg, "evaluate": cfg, "fold": fold},
         seed=model_cfg.get("seed"),
         started=started,
+        code=code,
         device=str(device),
         wildcards=wildcards,
     )

@@ -75,14 +75,17 @@ def record(
     started: str,
     device: str | None = None,
     wildcards: dict[str, str] | None = None,
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A provenance record; ``started`` comes from :func:`now` at the job's start."""
+    """A provenance record; ``started`` comes from :func:`now` and ``code`` from
+    :func:`git_state`, both taken at the job's start (the code that ran, even if the
+    tree changes while a long job runs)."""
     return {
         "rule": rule,
         "wildcards": dict(wildcards or {}),
         "started": started,
         "finished": now(),
-        "code": git_state(),
+        "code": code if code is not None else git_state(),
         "config": config,
         "inputs": checksums(inputs),
         "outputs": [str(p) for p in outputs],

@@ -351,7 +351,7 @@ def train_stage(
     wildcards: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The train rule: fit, then write the model card and the provenance record."""
-    started = provenance.now()
+    started, code = provenance.now(), provenance.git_state()
     inputs = [images, index, splits, str(Path(dataset_dir) / "manifest.tsv")]
     sums = provenance.checksums(inputs)
     out_dir = Path(outputs["model"]).parent
@@ -377,6 +377,7 @@ def train_stage(
         config={"model": cfg, "preprocess": preprocess, "fold": fold},
         seed=cfg.get("seed"),
         started=started,
+        code=code,
         device=summary["device"],
         wildcards=wildcards,
     )
