@@ -143,13 +143,16 @@ def plot_cam_grid(images, cams, masks, table: pd.DataFrame, class_names, title: 
 
 def plot_model_comparison(metrics: dict[str, dict[str, Any]], title: str, path, keys=("auc", "balanced_accuracy", "sensitivity", "specificity")) -> None:
     """Forest plot: each model's test metrics with 95% CIs."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 0.6 * len(metrics) + 1.5), sharey=True, squeeze=False)
     names = list(metrics)
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(3 * len(keys), 0.45 * len(names) + 1.3), sharey=True, squeeze=False, layout="constrained"
+    )
     for ax, key in zip(axes[0], keys):
         for y, name in enumerate(names):
             m = metrics[name]
             ax.errorbar(m[key], y, xerr=[[m[key] - m[f"{key}_ci_low"]], [m[f"{key}_ci_high"] - m[key]]], fmt="o", capsize=3)
-        ax.set(title=key.replace("_", " "), xlim=(0, 1.02))
+        low = min(metrics[n][f"{key}_ci_low"] for n in names)
+        ax.set(title=key.replace("_", " "), xlim=(max(0.0, low - 0.1), 1.02), ylim=(-0.6, len(names) - 0.4))
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(names)), names)
     fig.suptitle(title)
