@@ -111,7 +111,9 @@ def explain_stage(
     shown = pick_examples(predictions, int(cfg.get("images_per_class", 4)), seed)
     by_id = predictions.set_index("image_id")
     # the class reported in predictions.tsv (at the validation-chosen threshold), not the arg-max
-    cams = grad_cam(model, layer, load(shown["image_id"]), by_id.loc[shown["image_id"], "prediction"].astype(int).tolist())
+    shown_images = np.stack([images[row_of[i]] for i in shown["image_id"]])
+    classes = by_id.loc[shown["image_id"], "prediction"].astype(int).tolist()
+    cams = grad_cam(model, layer, torch.from_numpy(shown_images).float().to(device), classes)
     shown_masks = None if masks is None else np.stack([masks[row_of[i]] for i in shown["image_id"]])
 
     summary: dict[str, Any] = {"layer": layer, "method": "Grad-CAM (monai.visualize.GradCAM)", "n_images": 0}
@@ -128,7 +130,6 @@ def explain_stage(
             f"\nCAM energy inside lesion {summary['cam_energy_in_mask_mean']:.2f} on {summary['n_images']} test images"
             f" (lesion area {summary['mask_area_fraction_mean']:.2f}, {summary['enrichment']:.1f}x enrichment)"
         )
-    image_stack = np.stack([images[row_of[i]] for i in shown["image_id"]])
     positive = by_id.loc[shown["image_id"], f"prob_{n_classes - 1}"].to_numpy()
-    plot_cam_grid(image_stack, cams, shown_masks, shown.assign(prob_1=positive), class_names, title, outputs["grid"])
+    plot_cam_grid(shown_images, cams, shown_masks, shown.assign(prob_1=positive), class_names, title, outputs["grid"])
     return summary

@@ -36,9 +36,12 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label
     if len(spacing) != image.GetDimension():
         raise ValueError(f"target spacing {spacing} does not match a {image.GetDimension()}D image")
     size = [int((n - 1) * s // t) + 1 for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
-    stats = sitk.MinimumMaximumImageFilter()
-    stats.Execute(image)
+    if is_label:
+        interpolator, fill = sitk.sitkNearestNeighbor, 0.0
+    else:
+        stats = sitk.MinimumMaximumImageFilter()
+        stats.Execute(image)
+        interpolator, fill = sitk.sitkLinear, stats.GetMinimum()
     return sitk.Resample(
         image,
         size,
@@ -47,7 +50,7 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label
         image.GetOrigin(),
         spacing,
         image.GetDirection(),
-        0.0 if is_label else stats.GetMinimum(),
+        fill,
         image.GetPixelID(),
     )
 

@@ -12,16 +12,20 @@ from casebook.registry import load_registry, resolve
 CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
 
 
-def validate_config():
-    """The top-level config: concise errors first, then Snakemake's validation (defaults)."""
-    schema = str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-    problems = schema_problems(config, schema)
+def validated(document, schema, where):
+    """Concise errors naming the key path first; then Snakemake's validate fills defaults."""
+    problems = schema_problems(document, schema)
     if problems:
-        raise WorkflowError("invalid configuration (config/config.yaml and any --configfile/--config):\n  " + "\n  ".join(problems))
-    validate(config, schema)
+        raise WorkflowError(f"{where}:\n  " + "\n  ".join(problems))
+    validate(document, schema)
+    return document
 
 
-validate_config()
+validated(
+    config,
+    str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"),
+    "invalid configuration (config/config.yaml and any --configfile/--config)",
+)
 
 
 def _load_casestudy(path):
@@ -38,12 +42,8 @@ def _load_casestudy(path):
     for spec in (cs.get("models") or {}).values():
         if isinstance(spec, dict):
             spec["train"] = deep_merge(cs.get("train") or {}, spec.get("train") or {})
-    problems = schema_problems(cs, CASESTUDY_SCHEMA)
-    if problems:
-        where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
-        raise WorkflowError(f"{where}: invalid case study:\n  " + "\n  ".join(problems))
-    validate(cs, CASESTUDY_SCHEMA)  # fills in the schema's defaults
-    return cs
+    where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
+    return validated(cs, CASESTUDY_SCHEMA, f"{where}: invalid case study")
 
 
 CASESTUDIES = {}
