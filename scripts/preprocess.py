@@ -7,9 +7,10 @@ from casebook.scripting import logged
 with logged(snakemake):  # noqa: F821
     out = snakemake.output  # noqa: F821
     preprocess_dataset(
-        Path(snakemake.input[0]) / "manifest.tsv",  # noqa: F821
+        Path(snakemake.input.data) / "manifest.tsv",  # noqa: F821
         snakemake.params.preprocess,  # noqa: F821
         images_out=out.images,
         masks_out=out.masks,
         index_out=out.index,
+        plan_path=snakemake.input.plan,  # noqa: F821
     )

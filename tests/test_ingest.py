@@ -152,8 +152,8 @@ def test_labels_outside_the_class_names_are_refused(tmp_path, make_medmnist_npz)
 
 
 def test_unknown_adapter_and_generator_are_refused(tmp_path) -> None:
-    with pytest.raises(IngestError, match="dicom"):
-        ingest("dicom", tmp_path / "ds", class_names=["a"], modality="x")
+    with pytest.raises(IngestError, match="no_such_adapter"):
+        ingest("no_such_adapter", tmp_path / "ds", class_names=["a"], modality="x")
     with pytest.raises(IngestError, match="no_such_generator"):
         ingest("synthetic", tmp_path / "ds", class_names=["a"], modality="x", generator="no_such_generator", params={})
 

@@ -41,9 +41,61 @@ def edited_copy(tmp_path: Path, edit) -> Path:
 def test_shipped_registry_validates(registry: dict) -> None:
     assert {"pneumoniamnist", "adrenalmnist3d", "synthetic_cxr", "synthetic_nodule_ct"} <= set(registry)
     for name, entry in registry.items():
-        assert entry["access"] in {"open", "embedded"}, name
-        if entry["access"] == "open":
+        assert entry["access"] in {"open", "registration", "embedded"}, name
+        if entry["access"] == "open" and "files" in entry:
             assert all(isinstance(size, int) for size in entry["files"]), name
+        if entry["access"] == "registration":
+            assert entry["obtain"] and "file" not in entry and "files" not in entry, name
+
+
+# md5s as in monai/apps/datasets.py (DecathlonDataset), MONAI 1.6.1
+MSD_MD5 = {
+    "Task01_BrainTumour": "240a19d752f0d9e9101544901065d872",
+    "Task02_Heart": "06ee59366e1e5124267b774dbd654057",
+    "Task03_Liver": "a90ec6c4aa7f6a3d087205e23d4e6397",
+    "Task04_Hippocampus": "9d24dba78a72977dbd1d2e110310f31b",
+    "Task05_Prostate": "35138f08b1efaef89d7424d2bcc928db",
+    "Task06_Lung": "8afd997733c7fc0432f71255ba4e52dc",
+    "Task07_Pancreas": "4f7080cfca169fa8066d17ce6eb061e4",
+    "Task08_HepaticVessel": "641d79e80ec66453921d997fbf12a29c",
+    "Task09_Spleen": "410d4a301da4e5b2f6f86ec3ddba524e",
+    "Task10_Colon": "bad7a188931dc2f6acf72b08eb6202d0",
+}
+
+
+def test_every_decathlon_task_is_registered_as_monai_downloads_it(registry: dict) -> None:
+    msd = {name: resolve(registry, name) for name, e in registry.items() if e["adapter"] == "msd"}
+    assert len(msd) == 10
+    by_task = {entry["filename"].removesuffix(".tar"): entry for entry in msd.values()}
+    assert set(by_task) == set(MSD_MD5)
+    for task, entry in by_task.items():
+        assert entry["md5"] == MSD_MD5[task]
+        assert entry["url"] == f"https://msd-for-monai.s3-us-west-2.amazonaws.com/{task}.tar"
+        assert entry["task"] == "segmentation" and entry["access"] == "open"
+
+
+def test_registration_only_sets_are_listed(registry: dict) -> None:
+    registration = {name for name, e in registry.items() if e["access"] == "registration"}
+    assert {"brats2021", "kits23", "lidc_idri", "luna16", "cbis_ddsm", "adni", "oasis3"} <= registration
+    entry = resolve(registry, "brats2021")
+    assert entry["url"] is None and "Synapse" in entry["obtain"]
+    assert set(entry["adapter_params"]["channels"]) == {"T1", "T1c", "T2", "FLAIR"}
+
+
+def test_registration_set_needs_instructions(tmp_path: Path) -> None:
+    def drop(document: dict) -> None:
+        del document["kits23"]["obtain"]
+
+    with pytest.raises(RegistryError, match="kits23.*obtain"):
+        load_registry(edited_copy(tmp_path, drop))
+
+
+def test_file_and_files_are_exclusive(tmp_path: Path) -> None:
+    def both(document: dict) -> None:
+        document["pathmnist"]["file"] = dict(document["msd_task09_spleen"]["file"])
+
+    with pytest.raises(RegistryError, match="pathmnist.*either per-size files or one file"):
+        load_registry(edited_copy(tmp_path, both))
 
 
 def test_default_path_is_relative_to_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +177,7 @@ def test_malformed_md5_is_rejected(tmp_path: Path) -> None:
 
 def test_open_data_set_needs_files(tmp_path: Path) -> None:
     path = edited_copy(tmp_path, lambda d: d["pneumoniamnist"].pop("files"))
-    with pytest.raises(RegistryError, match=r"pneumoniamnist.*'files' is a required property"):
+    with pytest.raises(RegistryError, match=r"pneumoniamnist.*needs 'files' or 'file'"):
         load_registry(path)
 
 

@@ -15,11 +15,11 @@ def test_default_dag_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(snakemake(workdir, "--dry-run").stdout)
     # two case studies; three models (two for the chest X-rays, one for the nodules)
-    for rule in ("ingest", "split", "check_leakage", "preprocess", "summarize"):
+    for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage", "preprocess", "summarize"):
         assert jobs.get(rule) == 2, (rule, jobs)
     for rule in ("train", "evaluate", "explain", "figure_training"):
         assert jobs.get(rule) == 3, (rule, jobs)
-    assert "download" not in jobs  # the default run is offline
+    assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
 def test_lint_reports_only_the_documented_conda_lint(tmp_path):

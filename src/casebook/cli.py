@@ -12,13 +12,20 @@ from casebook.registry import RegistryError, load_registry
 
 
 def list_datasets(registry_path: str) -> list[str]:
-    """One line per registry entry: name, dimensionality, access, sizes, licence."""
+    """One line per registry entry: name, dimensionality, task, access, adapter, sizes, licence."""
     registry = load_registry(registry_path)
-    lines = [f"{'name':22s} {'dims':>4s}  {'access':9s} {'sizes':16s} licence"]
+    rows = [("name", "dims", "task", "access", "adapter", "files", "licence")]
     for name, entry in sorted(registry.items()):
-        sizes = ",".join(str(s) for s in sorted(entry.get("files") or {})) or "-"
-        lines.append(f"{name:22s} {entry.get('spatial_dims', '?')!s:>4s}  {entry.get('access', 'open'):9s} {sizes:16s} {entry.get('licence', '')}")
-    return lines
+        if entry.get("file"):
+            files = entry["file"]["filename"]
+        else:
+            files = ",".join(str(s) for s in sorted(entry.get("files") or {})) or "-"
+        rows.append(
+            (name, str(entry.get("spatial_dims", "?")), entry.get("task", ""), entry.get("access", "open"),
+             entry.get("adapter", ""), files, entry.get("licence", ""))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,18 @@
-"""Dataset adapters: turn a source (a MedMNIST npz, an embedded generator) into the
-canonical layout of :mod:`casebook.layout`.
+"""Dataset adapters: turn a source (a MedMNIST npz, an embedded generator, a Decathlon
+task, case folders, image files, DICOM series) into the canonical layout of
+:mod:`casebook.layout`.
 
-An adapter is a function returning ``(records, total)``; :func:`ingest` writes them.
-Adding a dataset in a new format means adding one adapter to ``ADAPTERS``.
+An adapter is a function returning ``(records, total)`` or ``(records, total, info)``
+(see :mod:`casebook.adapters`); :func:`ingest` writes them. Adding a dataset in a new
+format means adding one adapter to ``ADAPTERS``. Adapters of real data take the
+pseudonymization key and never let a source identifier through; :func:`ingest` checks
+its own text outputs for the identifiers an adapter saw, and refuses to finish if one
+got through.
 """
 
 from __future__ import annotations
 
+import inspect
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,6 +20,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from casebook.adapters.case_folders import case_folder_records
+from casebook.adapters.dicom_series import dicom_records
+from casebook.adapters.image_folder import image_folder_records
+from casebook.adapters.msd import msd_records
+from casebook.deid import DeidError, find_leaks, load_or_create_key
 from casebook.fileio import file_digest
 from casebook.layout import Record, write_dataset
 
@@ -89,18 +100,53 @@ def synthetic_records(generator: str, params: dict[str, Any]) -> tuple[Iterator[
     return GENERATORS[generator](**params), None
 
 
-ADAPTERS: dict[str, Callable[..., tuple[Iterable[Record], int | None]]] = {
+ADAPTERS: dict[str, Callable[..., tuple]] = {
     "medmnist": medmnist_records,
     "synthetic": synthetic_records,
+    "msd": msd_records,
+    "case_folders": case_folder_records,
+    "image_folder": image_folder_records,
+    "dicom": dicom_records,
 }
+# adapters of real data: they take the pseudonymization key and the source's location
+REAL_DATA_ADAPTERS = ("msd", "case_folders", "image_folder", "dicom")
 
 
-def ingest(adapter: str, out_dir: str | Path, *, class_names: list[str], modality: str, **kwargs: Any):
+def ingest(adapter: str, out_dir: str | Path, *, class_names: list[str], modality: str, source: dict | None = None, **kwargs: Any):
     """Run one adapter and write its records in the canonical layout; return the manifest."""
     if adapter not in ADAPTERS:
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    records, total = ADAPTERS[adapter](**kwargs)
-    return write_dataset(records, out_dir, class_names=class_names, modality=modality, total=total)
+    function = ADAPTERS[adapter]
+    if "class_names" in inspect.signature(function).parameters:  # adapters that map label names
+        kwargs["class_names"] = class_names
+    records, total, *rest = function(**kwargs)
+    info = rest[0] if rest else {}
+    manifest = write_dataset(
+        records,
+        out_dir,
+        class_names=class_names,
+        modality=modality,
+        total=total,
+        channel_names=info.get("channel_names"),
+        labels=info.get("labels"),
+        source=source,
+    )
+    _refuse_leaks(Path(out_dir), info.get("identifiers") or set())
+    return manifest
+
+
+def _refuse_leaks(out_dir: Path, identifiers: set[str]) -> None:
+    """Delete the data set and fail if a source identifier reached one of its text files."""
+    if not identifiers:
+        return
+    leaks = find_leaks([out_dir / "manifest.tsv", out_dir / "dataset.json"], identifiers)
+    if leaks:
+        import shutil
+
+        shutil.rmtree(out_dir)
+        files = sorted({path for path, _ in leaks})
+        # the message names the files, never the identifying values themselves
+        raise DeidError(f"{len(leaks)} source identifier(s) found in {', '.join(files)}; the data set was deleted")
 
 
 def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path):
@@ -110,6 +156,12 @@ def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path)
         kwargs: dict[str, Any] = {"path": inputs[0], "spatial_dims": params["spatial_dims"], "name": params["dataset"]}
     elif adapter == "synthetic":
         kwargs = {"generator": params["generator"], "params": params["params"]}
+    elif adapter in REAL_DATA_ADAPTERS:
+        kwargs = {"root": inputs[0], "key": load_or_create_key(params["key_file"]), "name": params["dataset"]}
+        kwargs.update(params.get("adapter_params") or {})
+        if adapter == "dicom":
+            kwargs["spatial_dims"] = params["spatial_dims"]
     else:
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    return ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], **kwargs)
+    source = {k: params[k] for k in ("dataset", "licence", "citation") if params.get(k)}
+    return ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], source=source, **kwargs)

@@ -4,6 +4,7 @@ A dataset directory holds::
 
     images/<image_id>.nii.gz    one image per row (2D or 3D, spacing in the header)
     masks/<image_id>.nii.gz     optional lesion / ground-truth mask, same geometry
+    rois/<image_id>.nii.gz      optional region of interest (a brain mask), same geometry
     manifest.tsv                one row per image (see MANIFEST_COLUMNS)
     dataset.json                class names, dimensionality, modality, counts
 
@@ -28,12 +29,13 @@ from casebook.fileio import write_json
 MANIFEST_COLUMNS = [
     "image_id",  # unique per image, safe as a file name
     "patient_id",  # pseudonymous; every split is made on this column
-    "label",  # integer class index into dataset.json's class_names
+    "label",  # integer class index into dataset.json's class_names; empty for segmentation-only data
     "source_split",  # the source's own split (train/val/test), empty when it has none
     "image",  # path relative to the dataset directory
     "mask",  # path relative to the dataset directory, empty when there is none
     "source_checksum",  # checksum of the source file the image came from
 ]
+# optional: "roi", a region-of-interest mask (brain mask) path, when the source has one
 
 
 class ManifestError(ValueError):
@@ -42,25 +44,59 @@ class ManifestError(ValueError):
 
 @dataclass
 class Record:
-    """One image produced by a dataset adapter, before it is written to disk."""
+    """One image produced by a dataset adapter, before it is written to disk.
+
+    ``image`` and ``mask`` are either arrays (with ``spacing`` and optionally ``origin``
+    and ``direction`` giving the geometry) or SimpleITK images, whose own geometry is kept
+    and whose header metadata is dropped (it may hold identifiers). A multi-channel image
+    is a vector image (channels last in array form). ``label`` is None for data sets that
+    only have voxel labels (segmentation).
+    """
 
     image_id: str
     patient_id: str
-    label: int
-    image: np.ndarray
-    spacing: tuple[float, ...]
-    mask: np.ndarray | None = None
+    label: int | None
+    image: np.ndarray | sitk.Image
+    spacing: tuple[float, ...] = ()
+    mask: np.ndarray | sitk.Image | None = None
     source_split: str = ""
     source_checksum: str = ""
+    origin: tuple[float, ...] | None = None
+    direction: tuple[float, ...] | None = None
+    roi: np.ndarray | sitk.Image | None = None
 
 
-def _to_sitk(array: np.ndarray, spacing: tuple[float, ...]) -> sitk.Image:
+def _to_sitk(array: np.ndarray | sitk.Image, spacing: tuple[float, ...], origin=None, direction=None) -> sitk.Image:
+    if isinstance(array, sitk.Image):
+        return without_metadata(array)
     # a trailing channel axis (RGB MedMNIST sets) becomes a vector pixel
     image = sitk.GetImageFromArray(array, isVector=array.ndim == len(spacing) + 1)
     if len(spacing) != image.GetDimension():
         raise ValueError(f"spacing {spacing} does not match a {image.GetDimension()}D array")
     image.SetSpacing(tuple(float(s) for s in spacing))
+    if origin is not None:
+        image.SetOrigin(tuple(float(o) for o in origin))
+    if direction is not None:
+        image.SetDirection(tuple(float(d) for d in direction))
     return image
+
+
+def without_metadata(image: sitk.Image) -> sitk.Image:
+    """A copy of ``image`` with no header metadata: a NIfTI ``descrip`` or DICOM-derived
+    key could carry an identifier into an output; pixels and geometry are all we keep."""
+    image = sitk.Image(image)
+    for key in image.GetMetaDataKeys():
+        image.EraseMetaData(key)
+    return image
+
+
+def _label_mask(mask: np.ndarray | sitk.Image, image: sitk.Image) -> sitk.Image:
+    """The mask as uint8 on its image's grid (arrays take the image's geometry)."""
+    if isinstance(mask, sitk.Image):
+        return sitk.Cast(without_metadata(mask), sitk.sitkUInt8)
+    out = sitk.GetImageFromArray(np.asarray(mask).astype(np.uint8))
+    out.CopyInformation(image)
+    return out
 
 
 def write_dataset(
@@ -71,11 +107,18 @@ def write_dataset(
     modality: str,
     description: str = "",
     total: int | None = None,
+    channel_names: list[str] | None = None,
+    labels: dict[int, str] | None = None,
+    source: dict | None = None,
 ) -> pd.DataFrame:
     """Write records in the canonical layout and return the manifest.
 
     Everything is written to a sibling temporary directory first and renamed into place
     at the end, so a failure leaves no half-written dataset behind.
+
+    ``channel_names`` (for multi-channel images) and ``labels`` (voxel label values and
+    their names, for masks with several classes) go to dataset.json, as in nnU-Net's;
+    ``source`` (data set name, licence, ...) is recorded there too.
     """
     out_dir = Path(out_dir)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
@@ -86,29 +129,37 @@ def write_dataset(
     ndim = None
     try:
         for rec in tqdm(records, total=total, desc=f"ingest {out_dir.name}", unit="img"):
-            if not 0 <= int(rec.label) < len(class_names):
+            if rec.label is not None and not 0 <= int(rec.label) < len(class_names):
                 raise ValueError(f"{rec.image_id}: label {rec.label} outside {class_names}")
-            ndim = len(rec.spacing)
+            image = _to_sitk(rec.image, rec.spacing, rec.origin, rec.direction)
+            ndim = image.GetDimension()
             image_rel = f"images/{rec.image_id}.nii.gz"
-            sitk.WriteImage(_to_sitk(rec.image, rec.spacing), str(tmp_dir / image_rel), True)
+            sitk.WriteImage(image, str(tmp_dir / image_rel), True)
             mask_rel = ""
             if rec.mask is not None:
                 mask_rel = f"masks/{rec.image_id}.nii.gz"
                 (tmp_dir / "masks").mkdir(exist_ok=True)
-                mask = _to_sitk(rec.mask.astype(np.uint8), rec.spacing)
-                sitk.WriteImage(mask, str(tmp_dir / mask_rel), True)
+                sitk.WriteImage(_label_mask(rec.mask, image), str(tmp_dir / mask_rel), True)
+            roi_rel = ""
+            if rec.roi is not None:
+                roi_rel = f"rois/{rec.image_id}.nii.gz"
+                (tmp_dir / "rois").mkdir(exist_ok=True)
+                sitk.WriteImage(_label_mask(rec.roi, image), str(tmp_dir / roi_rel), True)
             rows.append(
                 {
                     "image_id": rec.image_id,
                     "patient_id": rec.patient_id,
-                    "label": int(rec.label),
+                    "label": "" if rec.label is None else int(rec.label),
                     "source_split": rec.source_split,
                     "image": image_rel,
                     "mask": mask_rel,
                     "source_checksum": rec.source_checksum,
+                    "roi": roi_rel,
                 }
             )
-        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["roi"])
+        if not (manifest["roi"] != "").any():
+            manifest = manifest.drop(columns="roi")
         if manifest["image_id"].duplicated().any():
             dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
             raise ValueError(f"duplicate image_id {dup!r}")
@@ -123,8 +174,13 @@ def write_dataset(
                 "n_images": len(manifest),
                 "n_patients": int(manifest["patient_id"].nunique()),
                 "label_counts": {
-                    class_names[k]: int(v) for k, v in manifest["label"].value_counts().sort_index().items()
+                    class_names[int(k)]: int(v)
+                    for k, v in manifest["label"].value_counts().sort_index().items()
+                    if k != ""
                 },
+                **({"channel_names": list(channel_names)} if channel_names else {}),
+                **({"labels": {str(k): v for k, v in sorted(labels.items())}} if labels else {}),
+                **({"source": source} if source else {}),
             },
         )
         if out_dir.exists():
@@ -149,11 +205,15 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
         dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
         raise ManifestError(f"{path}: duplicate image_id {dup!r}")
     if check_files:
-        for col in ("image", "mask"):
+        for col in ("image", "mask", *(["roi"] if "roi" in manifest.columns else [])):
             for rel in manifest[col]:
                 if rel and not (path.parent / rel).is_file():
                     raise ManifestError(f"{path}: {col} file {path.parent / rel} does not exist")
-    manifest["label"] = manifest["label"].astype(int)
+    if (manifest["label"].astype(str) == "").any():
+        # segmentation-only data sets have no image-level label: a nullable integer column
+        manifest["label"] = pd.to_numeric(manifest["label"].replace("", None)).astype("Int64")
+    else:
+        manifest["label"] = manifest["label"].astype(int)
     return manifest
 
 

@@ -8,7 +8,9 @@ array when the data set has no masks, and ``index.tsv`` (row order, ids, labels)
 
 from __future__ import annotations
 
+import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -85,11 +87,45 @@ def _to_tensor(image: sitk.Image) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.ascontiguousarray(array)), np.diag([*spacing, 1.0])
 
 
+def apply_plan(cfg: dict[str, Any], plan: dict[str, Any] | None) -> dict[str, Any]:
+    """The preprocessing config with every ``auto`` replaced by the plan's choice.
+
+    The plan (see :mod:`casebook.fingerprint`) is derived from the data set's
+    fingerprint, as nnU-Net's is: the target spacing, and for CT the clipping range
+    and the foreground mean and standard deviation.
+    """
+    cfg = dict(cfg)
+    if "auto" not in (cfg.get("spacing"), cfg.get("intensity")):
+        return cfg
+    if plan is None:
+        raise ValueError("preprocess settings ask for 'auto', but no plan (qc/plan.json) was given")
+    if cfg.get("spacing") == "auto":
+        cfg["spacing"] = list(plan["spacing"])
+    if cfg.get("intensity") == "auto":
+        scheme = plan["intensity"]
+        if scheme["scheme"] == "ct":
+            first = scheme["channels"][0] if "channels" in scheme else scheme
+            cfg.update(intensity="ct", clip=list(first["clip"]), mean=float(first["mean"]), std=float(first["std"]))
+        else:
+            cfg["intensity"] = "zscore"
+    return cfg
+
+
+def _standardize(tensor: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (tensor - mean) / std
+
+
 def intensity_transform(cfg: dict[str, Any]) -> tio.Transform:
     """The intensity normalisation named in the config (TorchIO)."""
     method = cfg.get("intensity", "zscore")
     if method == "zscore":
         return tio.ZNormalization()
+    if method == "ct":
+        # nnU-Net's CT scheme: clip at the foreground percentiles, then one global z-score
+        # (the same mean and sd for every image, so HU keep their meaning across scans)
+        low, high = cfg["clip"]
+        std = max(float(cfg["std"]), 1e-8)
+        return tio.Compose([tio.Clamp(out_min=low, out_max=high), tio.Lambda(partial(_standardize, mean=float(cfg["mean"]), std=std))])
     if method == "minmax":
         return tio.RescaleIntensity(out_min_max=(0, 1))
     if method == "window":
@@ -127,7 +163,7 @@ def preprocess_subject(
         mask_tensor, mask_affine = _to_tensor(mask)
         subject["mask"] = tio.LabelMap(tensor=mask_tensor, affine=mask_affine)
     steps = [spatial_transform(cfg, image.GetDimension())]
-    if cfg.get("intensity", "zscore") in ("zscore", "minmax") and float(tensor.max()) == float(tensor.min()):
+    if cfg.get("intensity", "zscore") in ("zscore", "minmax", "ct") and float(tensor.max()) == float(tensor.min()):
         log.warning("%s: constant image (value %s); normalised to zeros", name, float(tensor.min()))
         subject["image"] = tio.ScalarImage(tensor=torch.zeros_like(tensor), affine=affine)
     else:
@@ -147,8 +183,15 @@ def preprocess_dataset(
     images_out: str | Path,
     masks_out: str | Path,
     index_out: str | Path,
+    plan_path: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Preprocess every image of a canonical dataset into one cached array file."""
+    """Preprocess every image of a canonical dataset into one cached array file.
+
+    ``plan_path`` is the plan JSON derived from the data set fingerprint; it fills in
+    the settings given as ``auto``.
+    """
+    plan = json.loads(Path(plan_path).read_text()) if plan_path else None
+    cfg = apply_plan(cfg, plan)
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
     root = manifest_path.parent

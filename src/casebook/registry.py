@@ -92,6 +92,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         # description says why, which jsonschema's own message ("should not be valid
         # under {}") does not.
         return f"{where}: key '{location[-1]}' is not allowed: {error.schema.get('description', '')}"
+    if error.validator == "anyOf":
+        # jsonschema's message prints the whole entry; say which keys would satisfy it
+        options = [" and ".join(f"'{key}'" for key in sub.get("required", [])) for sub in error.validator_value]
+        return f"{where}: needs {' or '.join(options)} (" + "; ".join(s.get("description", "") for s in error.validator_value) + ")"
+    if error.validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
+        return f"{where}: {error.validator_value.get('description', 'keys are exclusive')}"
     return f"{where}: {error.message}"
 
 
@@ -118,9 +124,10 @@ def resolve(registry: dict, name: str, size: int | None = None) -> dict:
 
     Returns:
         A new dict with ``name``, ``size``, ``url``, ``md5``, ``filename``, ``licence``,
-        ``citation``, ``adapter``, ``generator``, ``spatial_dims``, ``access``, ``task``, ``homepage``
-        and ``description``. For embedded data sets (no files) ``url``, ``md5`` and
-        ``filename`` are ``None`` and ``size`` is passed through.
+        ``citation``, ``adapter``, ``generator``, ``spatial_dims``, ``access``, ``task``, ``homepage``,
+        ``modality``, ``adapter_params``, ``obtain`` and ``description``. For embedded and
+        registration-only data sets (no files) ``url``, ``md5`` and ``filename`` are ``None``;
+        for those and for single-file data sets (``file``) ``size`` is passed through.
 
     Raises:
         RegistryError: unknown name or size; the message lists the known ones.
@@ -140,11 +147,18 @@ def resolve(registry: dict, name: str, size: int | None = None) -> dict:
         "spatial_dims": entry.get("spatial_dims"),
         "task": entry.get("task"),
         "access": entry.get("access", "open"),
+        "modality": entry.get("modality"),
+        "adapter_params": copy.deepcopy(entry.get("adapter_params") or {}),
+        "obtain": entry.get("obtain"),
         "size": size,
         "url": None,
         "md5": None,
         "filename": None,
     }
+    if entry.get("file"):
+        single = entry["file"]
+        resolved.update(url=single["url"], md5=single["md5"], filename=single["filename"])
+        return resolved
     files = _int_keyed(entry.get("files") or {})
     if not files:
         return resolved

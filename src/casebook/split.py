@@ -27,7 +27,9 @@ def _stratified_group_folds(frame: pd.DataFrame, k: int, seed: int) -> list[np.n
     if n_patients < k:
         raise ValueError(f"cannot make {k} patient-level folds from {n_patients} patients")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [held for _, held in splitter.split(frame, frame["label"], groups=frame["patient_id"])]
+    # segmentation-only data sets have no image label: stratify on nothing (group k-fold)
+    labels = frame["label"].fillna(0).astype(int)
+    return [held for _, held in splitter.split(frame, labels, groups=frame["patient_id"])]
 
 
 def _ids(frame: pd.DataFrame, positions: np.ndarray | None = None) -> list[str]:

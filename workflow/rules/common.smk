@@ -60,6 +60,8 @@ wildcard_constraints:
     cs="|".join(CASESTUDIES),
     model="[a-z][a-z0-9_]*",
     fold=r"\d+",
+    dataset="[a-z][a-z0-9_]*",
+    filename="[^/]+",
 
 
 localrules:
@@ -86,10 +88,43 @@ def dataset_entry(cs):
     return resolve(REGISTRY, ds["name"], ds.get("size"))
 
 
-def download_path(cs):
-    """Where the raw file of a case study's data set lands (None for embedded data)."""
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+
+
+def is_archive(filename):
+    return filename.endswith(ARCHIVE_SUFFIXES)
+
+
+def local_source(cs):
+    """The case study's local path when it reads data in place (a folder), else None.
+
+    A folder that holds the registry's file name is a mirror (copied and checksummed by
+    the download rule); any other folder is the data set itself, already extracted
+    (registration-only sets, a shared copy of an extracted Decathlon task).
+    """
+    ds = CASESTUDIES[cs]["dataset"]
     entry = dataset_entry(cs)
-    if not entry.get("filename"):
+    if entry["access"] == "registration":
+        path = ds.get("path")
+        if ds.get("source") != "path" or not path:
+            raise WorkflowError(
+                f"case study {cs!r}: data set {ds['name']!r} needs registration and is never downloaded; "
+                f"set dataset: {{source: path, path: <folder>}}. How to obtain it: {entry['obtain']}"
+            )
+        if not Path(path).exists():
+            raise WorkflowError(f"case study {cs!r}: {path} (dataset.path of {ds['name']!r}) does not exist. {entry['obtain']}")
+        return path
+    path = ds.get("path")
+    if ds.get("source") == "path" and path and Path(path).is_dir() and entry.get("filename"):
+        if not (Path(path) / entry["filename"]).exists():
+            return path
+    return None
+
+
+def download_path(cs):
+    """Where the raw file of a case study's data set lands (None when nothing is fetched)."""
+    entry = dataset_entry(cs)
+    if not entry.get("filename") or local_source(cs):
         return None
     return f"resources/{CASESTUDIES[cs]['dataset']['name']}/{entry['filename']}"
 
@@ -107,8 +142,17 @@ def download_params(wildcards):
 
 
 def ingest_input(wildcards):
+    """What the adapter reads: the data folder in place, the extracted archive, or the file."""
+    local = local_source(wildcards.cs)
+    if local:
+        return [local]
     path = download_path(wildcards.cs)
-    return [path] if path else []
+    if path is None:
+        return []
+    if is_archive(path):
+        dataset, filename = path.split("/")[1:]
+        return [f"resources/{dataset}/extracted/{filename}"]
+    return [path]
 
 
 def ingest_params(cs):
@@ -123,7 +167,13 @@ def ingest_params(cs):
         "spatial_dims": entry.get("spatial_dims"),
         "class_names": CASESTUDIES[cs]["class_names"],
         "modality": CASESTUDIES[cs].get("modality", ""),
+        "adapter_params": deep_merge(entry.get("adapter_params") or {}, ds.get("adapter_params") or {}),
+        "key_file": config["deid_key"],
     }
+
+
+def is_segmentation(cs):
+    return CASESTUDIES[cs].get("task") == "segmentation"
 
 
 # ---- models -----------------------------------------------------------------------
@@ -151,15 +201,22 @@ def model_dir(cs, model, fold):
 def runs(cs):
     """(model, fold) pairs of a case study."""
     study = CASESTUDIES[cs]
-    return [(m, f) for m in study["models"] for f in study.get("folds", [0])]
+    return [(m, f) for m in study.get("models") or {} for f in study.get("folds", [0])]
 
 
 # ---- targets ----------------------------------------------------------------------
 
 
 def casestudy_targets(cs):
-    out = [
+    data = [
         f"results/{cs}/split/leakage_check.json",
+        f"results/{cs}/qc/geometry.json",
+        f"results/{cs}/qc/plan.json",
+        f"results/{cs}/figures/fingerprint.png",
+    ]
+    if is_segmentation(cs):
+        return data
+    out = data + [
         f"results/{cs}/figures/samples.png",
         f"results/{cs}/figures/split.png",
         f"results/{cs}/figures/model_comparison.png",

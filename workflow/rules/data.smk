@@ -1,5 +1,6 @@
-# Data: download (login node), ingest into the canonical layout, patient-level split,
-# and the leakage check that every training and evaluation job depends on.
+# Data: download (login node), safe extraction of archives, ingest into the canonical
+# layout (pseudonymized), geometry check, fingerprint and plan, patient-level split, and
+# the leakage check that every training and evaluation job depends on.
 
 
 rule download:
@@ -11,6 +12,21 @@ rule download:
         "logs/download/{dataset}/{filename}.log",
     script:
         "../../scripts/download.py"
+
+
+rule extract:
+    input:
+        "resources/{dataset}/{filename}",
+    output:
+        directory("resources/{dataset}/extracted/{filename}"),
+    log:
+        "logs/extract/{dataset}/{filename}.log",
+    threads: lambda wc: resource("extract", "threads", 1)
+    resources:
+        mem_mb=lambda wc: resource("extract", "mem_mb", 2000),
+        runtime=lambda wc: resource("extract", "runtime", 120),
+    script:
+        "../../scripts/extract.py"
 
 
 rule ingest:
@@ -30,6 +46,36 @@ rule ingest:
         runtime=lambda wc: resource("ingest", "runtime", 60),
     script:
         "../../scripts/ingest.py"
+
+
+rule check_geometry:
+    input:
+        "results/{cs}/data",
+    output:
+        "results/{cs}/qc/geometry.json",
+    log:
+        "logs/{cs}/check_geometry.log",
+    script:
+        "../../scripts/check_geometry.py"
+
+
+rule fingerprint:
+    input:
+        data="results/{cs}/data",
+        geometry="results/{cs}/qc/geometry.json",
+    output:
+        fingerprint="results/{cs}/qc/fingerprint.json",
+        plan="results/{cs}/qc/plan.json",
+    log:
+        "logs/{cs}/fingerprint.log",
+    benchmark:
+        "results/{cs}/benchmarks/fingerprint.tsv"
+    threads: lambda wc: resource("fingerprint", "threads", 1)
+    resources:
+        mem_mb=lambda wc: resource("fingerprint", "mem_mb", 4000),
+        runtime=lambda wc: resource("fingerprint", "runtime", 60),
+    script:
+        "../../scripts/fingerprint.py"
 
 
 rule split:

@@ -1,6 +1,23 @@
 # Case-study figures for the report: data overview, split, training curves, comparison.
 
 
+rule figure_fingerprint:
+    input:
+        "results/{cs}/qc/fingerprint.json",
+    output:
+        report(
+            "results/{cs}/figures/fingerprint.png",
+            caption="../report/fingerprint.rst",
+            category="{cs}",
+            subcategory="data",
+            labels={"figure": "data set fingerprint (QC)"},
+        ),
+    log:
+        "logs/{cs}/figures/fingerprint.log",
+    script:
+        "../../scripts/figure_fingerprint.py"
+
+
 rule figure_samples:
     input:
         images="results/{cs}/preprocess/images.npy",

@@ -3,7 +3,8 @@
 
 rule preprocess:
     input:
-        "results/{cs}/data",
+        data="results/{cs}/data",
+        plan="results/{cs}/qc/plan.json",
     output:
         images="results/{cs}/preprocess/images.npy",
         masks="results/{cs}/preprocess/masks.npy",

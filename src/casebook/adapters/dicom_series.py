@@ -1,0 +1,78 @@
+"""DICOM collections (LIDC-IDRI, CBIS-DDSM, ADNI as downloaded): every image series found
+in a folder tree becomes one image, converted by :mod:`casebook.dicom`.
+
+Identifiers stay behind: the subject is the keyed-hash pseudonym of PatientID (of the
+StudyInstanceUID when PatientID is empty), the image id that of the SeriesInstanceUID,
+and images are written from pixels and geometry alone. Every identifying value of the
+PS3.15 basic profile seen in the headers is handed to ingest, which checks its outputs
+for them. Image-level labels come from a ``patient_id,label`` table keyed by the
+source's PatientID.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pydicom
+
+from casebook.adapters.image_folder import read_label_table
+from casebook.adapters.images import AdapterError, files_digest
+from casebook.deid import identifying_values, pseudonym
+from casebook.dicom import DicomError, find_series, read_series
+from casebook.layout import Record
+
+__all__ = ["dicom_records"]
+
+log = logging.getLogger(__name__)
+
+
+def dicom_records(
+    root: str | Path,
+    *,
+    key: bytes,
+    name: str,
+    class_names: Sequence[str],
+    modalities: Sequence[str] | None = None,
+    labels_csv: str | None = None,
+    spatial_dims: int = 3,
+) -> tuple[Iterator[Record], int, dict[str, Any]]:
+    """Records of every image series under ``root`` (of the given modalities, if any)."""
+    series = find_series(root)
+    if modalities:
+        series = [s for s in series if s.modality in set(modalities)]
+    if not series:
+        raise AdapterError(f"{root}: no DICOM image series found" + (f" of modality {list(modalities)}" if modalities else ""))
+    table = read_label_table(labels_csv, class_names) if labels_csv else None
+    identifiers: set[str] = set()
+
+    def generate() -> Iterator[Record]:
+        for item in series:
+            header = pydicom.dcmread(item.files[0], stop_before_pixels=True, force=True)
+            identifiers.update(identifying_values(header))
+            subject_raw = item.patient_id or item.study_uid
+            subject = pseudonym(f"{name}/{subject_raw}", key)
+            series_name = pseudonym(f"{name}/{item.series_uid}", key, prefix="img")
+            label = None
+            if table is not None:
+                if item.patient_id not in table:
+                    # name the series by its pseudonym and folder, never by the patient id
+                    raise AdapterError(f"series {series_name} in {item.directory}: its patient has no row in {labels_csv}")
+                label = table[item.patient_id]
+            try:
+                image, _warnings = read_series(item, label=f"{series_name} ({item.directory})")
+            except DicomError as exc:
+                raise AdapterError(str(exc)) from exc
+            if spatial_dims == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1:
+                image = image[:, :, 0]
+            yield Record(
+                image_id=series_name,
+                patient_id=subject,
+                label=label,
+                image=image,
+                source_checksum=files_digest(sorted(item.files)),
+            )
+
+    info = {"channel_names": None, "labels": None, "identifiers": identifiers}
+    return generate(), len(series), info

@@ -1,0 +1,120 @@
+"""Small files in the real formats of public data sets, for tests: a Decathlon task
+folder (4D multi-channel NIfTI, labels, dataset.json, the AppleDouble junk of the real
+tarballs), BraTS-style case folders, and DICOM CT series with identifiers planted in
+their headers."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+# Identifiers planted in the generated DICOM headers; none may reach any output.
+PHI = {
+    "PatientName": "Doe^Jonathan",
+    "PatientID": "MRN-77123456",
+    "PatientBirthDate": "19470312",
+    "AccessionNumber": "ACC-99887766",
+    "InstitutionName": "Saint Elsewhere Hospital",
+    "ReferringPhysicianName": "Kildare^James",
+    "StudyID": "STUDY-4242",
+}
+
+
+def _volume(shape, seed, n_channels=1):
+    """A blob on a noisy background, and its two-class label (core 2 inside rim 1)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    centre = np.array(shape) / 2 + rng.uniform(-1, 1, 3)
+    r = np.sqrt(((np.stack([z, y, x], -1) - centre) ** 2).sum(-1))
+    label = np.where(r < 2.5, 2, np.where(r < 4.5, 1, 0)).astype(np.uint8)
+    channels = [rng.normal(100 * (c + 1), 5, shape) + 50 * label for c in range(n_channels)]
+    return np.stack(channels, -1).astype(np.float32), label
+
+
+def make_msd_task(root: Path, *, name: str = "Task99_Toy", n_cases: int = 4, channels=("FLAIR", "T1w")) -> Path:
+    """A Decathlon task folder: 4D images (x, y, z, channel) and labels at 1 x 1 x 2 mm."""
+    task = root / name
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (task / sub).mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(n_cases):
+        image, label = _volume((8, 16, 16), seed=i, n_channels=len(channels))
+        case = f"toy_{i:03d}.nii.gz"
+        # a 4D NIfTI with channels last in (x, y, z, c): SimpleITK array order is (c, z, y, x)
+        img4d = sitk.GetImageFromArray(np.moveaxis(image, -1, 0), isVector=False)
+        img4d.SetSpacing((1.0, 1.0, 2.0, 1.0))
+        img4d.SetOrigin((-8.0, -8.0, 10.0, 0.0))
+        sitk.WriteImage(img4d, str(task / "imagesTr" / case))
+        seg = sitk.GetImageFromArray(label)
+        seg.SetSpacing((1.0, 1.0, 2.0))
+        seg.SetOrigin((-8.0, -8.0, 10.0))
+        sitk.WriteImage(seg, str(task / "labelsTr" / case))
+        (task / "imagesTr" / f"._{case}").write_bytes(b"\x00\x05\x16\x07AppleDouble junk")
+        training.append({"image": f"./imagesTr/{case}", "label": f"./labelsTr/{case}"})
+    description = {
+        "name": name,
+        "modality": {str(i): c for i, c in enumerate(channels)},
+        "labels": {"0": "background", "1": "rim", "2": "core"},
+        "numTraining": n_cases,
+        "training": training,
+        "test": [],
+    }
+    (task / "dataset.json").write_text(json.dumps(description, indent=2))
+    return task
+
+
+def tar_folder(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder.parent))
+    return archive
+
+
+def write_ct_series(folder: Path, *, phi: dict, seed: int, n_slices: int = 6, size: int = 16) -> np.ndarray:
+    """One axial CT series (one file per slice, shuffled names) with ``phi`` in every header.
+
+    Returns the volume in Hounsfield units, (z, y, x).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    hu = rng.integers(-1000, 400, (n_slices, size, size)).astype(np.int16)
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    order = rng.permutation(n_slices)
+    for k in range(n_slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = series_uid, study_uid, frame_uid
+        ds.Modality = "CT"
+        for keyword, value in phi.items():
+            setattr(ds, keyword, value)
+        ds.InstanceNumber = int(order[k]) + 1  # deliberately wrong: order must come from positions
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-5.6, -5.6, 100.0 + 2.5 * k]
+        ds.SliceThickness = 2.5
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (hu[k].astype(np.int32) + 1024).astype(np.uint16).tobytes()
+        pydicom.dcmwrite(folder / f"{int(order[k]):04d}_{rng.integers(1e6)}.dcm", ds, enforce_file_format=True)
+    return hu
