@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import torch
+import torchio as tio
 
 from casebook.layout import Record, write_dataset
 from casebook.preprocess import load_cache, preprocess_dataset, preprocess_subject, resample_to_spacing
@@ -315,3 +317,33 @@ def test_a_mask_on_another_grid_is_refused_naming_both_files(tmp_path: Path) -> 
             index_out=tmp_path / "x.tsv",
         )
     assert not (tmp_path / "i.npy").exists()
+
+
+# ---- the plan from the fingerprint ----------------------------------------------------
+
+CT_PLAN = {
+    "spacing": [0.8, 0.8, 2.6],
+    "intensity": {"scheme": "ct", "channels": [{"channel": 0, "clip": [-1000.0, 400.0], "mean": -300.0, "std": 350.0}]},
+}
+
+
+def test_auto_settings_come_from_the_plan() -> None:
+    from casebook.preprocess import apply_plan
+
+    cfg = apply_plan({"size": [8, 8, 8], "spacing": "auto", "intensity": "auto"}, CT_PLAN)
+    assert cfg["spacing"] == [0.8, 0.8, 2.6]
+    assert (cfg["intensity"], cfg["clip"], cfg["mean"], cfg["std"]) == ("ct", [-1000.0, 400.0], -300.0, 350.0)
+    mri = apply_plan({"size": [8, 8, 8], "intensity": "auto"}, {"spacing": [1, 1, 1], "intensity": {"scheme": "zscore"}})
+    assert mri["intensity"] == "zscore"
+    with pytest.raises(ValueError, match="plan"):
+        apply_plan({"size": [8, 8, 8], "spacing": "auto"}, None)
+
+
+def test_ct_scheme_clips_then_standardizes_with_the_plan_values() -> None:
+    from casebook.preprocess import apply_plan, intensity_transform
+
+    cfg = apply_plan({"size": [4, 4, 4], "intensity": "auto"}, CT_PLAN)
+    tensor = torch.tensor([-3000.0, -1000.0, -300.0, 50.0, 400.0, 3000.0]).reshape(1, 6, 1, 1)
+    out = intensity_transform(cfg)(tio.ScalarImage(tensor=tensor)).data.flatten()
+    expected = (np.clip([-3000, -1000, -300, 50, 400, 3000], -1000, 400) + 300) / 350
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)

@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -116,6 +117,47 @@ def test_missing_file_on_the_server_fails_naming_the_url(tmp_path, http_root):
     done = snakemake(workdir, check=False)
     assert done.returncode != 0
     assert "404" in done.stdout + done.stderr and f"{base}/Task99_Missing.tar" in done.stdout + done.stderr
+
+
+def test_interrupted_download_fails_cleanly_then_a_rerun_resumes(tmp_path, monkeypatch):
+    """The server hangs up mid-transfer on every attempt: the run fails naming the URL and
+    the file, and leaves nothing in resources/; the rerun resumes with a Range request."""
+    import threading
+
+    from test_download import LoopbackServer
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    task = make_msd_task(tmp_path / "src", n_cases=4)
+    # big enough that each dropped transfer has written whole 64 KiB chunks
+    (task / "LICENSE.txt").write_bytes(np.random.default_rng(0).bytes(400_000))
+    payload = tar_folder(task, tmp_path / "Task99_Toy.tar").read_bytes()
+    server = LoopbackServer()
+    server.state.files["/Task99_Toy.tar"] = payload
+    server.state.script["/Task99_Toy.tar"] = ["drop"] * 3
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = server.url("/Task99_Toy.tar")
+        workdir = msd_workdir(tmp_path, url, hashlib.md5(payload).hexdigest(), "Task99_Toy.tar")
+        edit_yaml(workdir / "config/config.yaml", lambda c: c.update(download={"retries": 2, "backoff": 0.01}))
+        done = snakemake(workdir, check=False)
+        assert done.returncode != 0
+        log = (workdir / "logs/download/toy_msd/Task99_Toy.tar.log").read_text()
+        assert url in log and "Task99_Toy.tar" in log and "after 3 attempt(s)" in log
+        assert not [p for p in (workdir / "resources").rglob("*") if p.is_file()]
+        partial = workdir / ".downloads/Task99_Toy.tar.part"
+        kept = partial.stat().st_size
+        assert 0 < kept < len(payload)
+        asked_before = len(server.state.ranges("/Task99_Toy.tar"))
+
+        snakemake(workdir)  # the server behaves now
+        assert (workdir / "resources/toy_msd/Task99_Toy.tar").read_bytes() == payload
+        assert server.state.ranges("/Task99_Toy.tar")[asked_before:] == [f"bytes={kept}-"]  # resumed, not restarted
+        assert not partial.exists()
+        assert len(pd.read_csv(workdir / "results/toy_seg/data/manifest.tsv", sep="\t")) == 4
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_registration_only_data_without_a_path_says_how_to_obtain_it(tmp_path):

@@ -52,10 +52,13 @@ class _TransientError(Exception):
         self.retry_after = retry_after
 
 
-def part_path(dest: str | os.PathLike) -> Path:
-    """The partial-download file that sits next to ``dest`` while it is being fetched."""
+def part_path(dest: str | os.PathLike, partial_dir: str | os.PathLike | None = None) -> Path:
+    """The partial-download file of ``dest`` while it is being fetched: next to it, or in
+    ``partial_dir`` (the pipeline keeps partial files out of ``resources/``, so that a
+    failed download leaves nothing there, yet a rerun can still resume)."""
     dest = Path(dest)
-    return dest.with_name(dest.name + ".part")
+    folder = Path(partial_dir) if partial_dir is not None else dest.parent
+    return folder / (dest.name + ".part")
 
 
 # --------------------------------------------------------------------------------------
@@ -72,6 +75,7 @@ def download(
     backoff: float = 1.0,
     timeout: float = 60.0,
     progress: bool = True,
+    partial_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming and retrying, and verify its md5.
 
@@ -84,6 +88,8 @@ def download(
         backoff: sleep ``backoff * 2**n`` seconds before retry ``n`` (0-based).
         timeout: seconds to wait for the connection and for each read.
         progress: show a tqdm progress bar.
+        partial_dir: where the ``.part`` file lives during the transfer (default: beside
+            ``dest``); on the same file system as ``dest``, so the final rename is atomic.
 
     Returns:
         ``dest`` as a ``Path``.
@@ -98,7 +104,8 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     if md5 is not None and _already_verified(dest, md5):
         return dest
-    part = part_path(dest)
+    part = part_path(dest, partial_dir)
+    part.parent.mkdir(parents=True, exist_ok=True)
     _transfer_with_retries(url, dest, part, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
     if md5 is not None:
         _verify_or_discard(part, md5, name=dest, origin=url)
@@ -314,6 +321,7 @@ def fetch(
     source: str = "url",
     path: str | os.PathLike | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """Fetch one registry file entry (as returned by ``registry.resolve``) to ``dest``.
 
@@ -324,13 +332,14 @@ def fetch(
         path: for ``source="path"``: the local file, or a directory (a mirror) that
             holds ``entry["filename"]``.
         progress: show a progress bar while downloading.
+        options: passed to :func:`download` (retries, backoff, timeout, partial_dir).
     """
     md5 = entry.get("md5")
     if source == "url":
         url = entry.get("url")
         if not url:
             raise DownloadError(f"registry entry for {dest} has no url to download (is it an embedded data set?)")
-        return download(url, dest, md5=md5, progress=progress)
+        return download(url, dest, md5=md5, progress=progress, **options)
     if source == "path":
         if path is None:
             raise ValueError("source 'path' needs a path (a file or a directory holding it)")
