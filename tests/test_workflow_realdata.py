@@ -160,6 +160,28 @@ def test_interrupted_download_fails_cleanly_then_a_rerun_resumes(tmp_path, monke
         server.server_close()
 
 
+def test_local_copies_a_mirrored_archive_or_an_extracted_folder(tmp_path):
+    """source: path to a folder holding the registry's file is a mirror (copied, md5
+    checked, extracted); to any other folder, the extracted data set read in place."""
+    task = make_msd_task(tmp_path / "src", n_cases=4)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    archive = tar_folder(task, mirror / "Task99_Toy.tar")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    workdir = msd_workdir(tmp_path, "http://127.0.0.1:9/unreachable.tar", md5, "Task99_Toy.tar")
+
+    edit_yaml(workdir / "config/casestudies/toy_seg.yaml", lambda cs: cs["dataset"].update(source="path", path=str(mirror)))
+    snakemake(workdir, "results/toy_seg/data")
+    assert (workdir / "resources/toy_msd/Task99_Toy.tar").read_bytes() == archive.read_bytes()
+    assert (workdir / "resources/toy_msd/extracted/Task99_Toy.tar/Task99_Toy/dataset.json").is_file()
+
+    edit_yaml(workdir / "config/casestudies/toy_seg.yaml", lambda cs: cs["dataset"].update(path=str(tmp_path / "src")))
+    plan = snakemake(workdir, "results/toy_seg/data", "--forcerun", "ingest", "--dry-run").stdout
+    assert "download" not in plan and "extract" not in plan and str(tmp_path / "src") in plan
+    snakemake(workdir, "results/toy_seg/data", "--forcerun", "ingest")
+    assert len(pd.read_csv(workdir / "results/toy_seg/data/manifest.tsv", sep="\t")) == 4
+
+
 def test_registration_only_data_without_a_path_says_how_to_obtain_it(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     use_casestudy(workdir, {"name": "kits", "task": "segmentation", "class_names": ["bg", "kidney"], "dataset": {"name": "kits23"}})
