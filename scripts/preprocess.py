@@ -12,5 +12,5 @@ with logged(snakemake):  # noqa: F821
         images_out=out.images,
         masks_out=out.masks,
         index_out=out.index,
-        plan_path=snakemake.input.plan,  # noqa: F821
+        plan_path=snakemake.input.get("plan"),  # noqa: F821
     )

@@ -201,3 +201,23 @@ def test_image_folder_subject_missing_from_the_table_is_named(tmp_path: Path) ->
     records, _, _ = image_folder_records(tmp_path / "src", key=KEY, name="x", class_names=["a", "b"], labels_csv=str(tmp_path / "labels.csv"))
     with pytest.raises(AdapterError, match="case9.nii.gz: subject has no row"):
         list(records)
+
+
+def test_find_leaks_ignores_digits_inside_checksums_and_pseudonyms(tmp_path: Path) -> None:
+    (tmp_path / "m.tsv").write_text("sub-1234abcd00998877\tsha256:00ff123456aa\n")
+    assert find_leaks([tmp_path / "m.tsv"], {"123456", "998877"}) == []
+    (tmp_path / "m.tsv").write_text("x\t123456\n")
+    assert find_leaks([tmp_path / "m.tsv"], {"123456"}) == [(str(tmp_path / "m.tsv"), "123456")]
+
+
+def test_cases_of_one_patient_share_a_pseudonym(tmp_path: Path) -> None:
+    _brats_like(tmp_path / "src", {"brats_pat0001_1": "train", "brats_pat0001_2": "train", "brats_pat0002_1": "train"})
+    params = {**PARAMS, "patient_pattern": "(pat[0-9]+)"}
+    manifest = ingest("case_folders", tmp_path / "data", class_names=["bg", "n", "e", "x", "et"], modality="MRI", root=tmp_path / "src", key=KEY, name="b", **params)
+    assert manifest["image_id"].nunique() == 3 and manifest["patient_id"].nunique() == 2
+
+
+def test_msd_folder_of_another_task_is_refused(tmp_path: Path) -> None:
+    make_msd_task(tmp_path / "src", name="Task04_Hippocampus", n_cases=1)
+    with pytest.raises(AdapterError, match="expected the Decathlon task folder Task09_Spleen, found Task04_Hippocampus"):
+        msd_records(tmp_path / "src", key=KEY, name="spleen", task="Task09_Spleen")

@@ -375,3 +375,17 @@ def test_fetch_rejects_bad_arguments(tmp_path: Path) -> None:
         fetch(entry, tmp_path / "x", source="path")
     with pytest.raises(ValueError, match="unknown source"):
         fetch(entry, tmp_path / "x", source="ftp")
+
+
+def test_partial_files_on_another_file_system_still_land_atomically(server: LoopbackServer, tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test folder")
+    with tempfile.TemporaryDirectory(dir=shm) as partial_dir:
+        dest = tmp_path / "resources" / "data.npz"
+        download(server.url("/data.npz"), dest, md5=PAYLOAD_MD5, partial_dir=partial_dir, **FAST)
+        assert dest.read_bytes() == PAYLOAD
+        assert list(Path(partial_dir).iterdir()) == [] and files_in(dest.parent) == ["data.npz"]

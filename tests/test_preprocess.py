@@ -347,3 +347,32 @@ def test_ct_scheme_clips_then_standardizes_with_the_plan_values() -> None:
     out = intensity_transform(cfg)(tio.ScalarImage(tensor=tensor)).data.flatten()
     expected = (np.clip([-3000, -1000, -300, 50, 400, 3000], -1000, 400) + 300) / 350
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+
+
+def test_ct_scheme_leaves_masks_alone_and_zscore_can_use_the_roi() -> None:
+    from casebook.preprocess import apply_plan
+
+    rng = np.random.default_rng(0)
+    array = rng.normal(-500, 200, (8, 8, 8)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    mask = sitk.GetImageFromArray((array > -500).astype(np.uint8))
+    cfg = apply_plan({"size": [8, 8, 8], "spatial": "crop_or_pad", "intensity": "auto"}, CT_PLAN)
+    _, mask_out = preprocess_subject(image, mask, cfg)
+    np.testing.assert_array_equal(mask_out[0], sitk.GetArrayFromImage(mask))  # labels are not standardized
+
+    roi_array = np.zeros((8, 8, 8), np.uint8)
+    roi_array[2:6, 2:6, 2:6] = 1
+    roi = sitk.GetImageFromArray(roi_array)
+    cfg = apply_plan({"size": [8, 8, 8], "spatial": "crop_or_pad", "intensity": "auto"}, {"spacing": [1, 1, 1], "intensity": {"scheme": "zscore", "use_roi": True}})
+    out, _ = preprocess_subject(image, None, cfg, roi=roi)
+    inside = out[0][roi_array == 1]
+    assert abs(inside.mean()) < 1e-5 and abs(inside.std(ddof=1) - 1) < 1e-3  # TorchIO: unbiased sd
+
+
+def test_multichannel_images_resample_and_preprocess() -> None:
+    channels = [sitk.GetImageFromArray(np.full((4, 6, 6), v, np.float32)) for v in (1.0, 5.0)]
+    for c in channels:
+        c.SetSpacing((1.0, 1.0, 2.0))
+    vector = sitk.Compose(channels)
+    out, _ = preprocess_subject(vector, None, {"size": [8, 6, 6], "spacing": [1.0, 1.0, 1.0], "spatial": "crop_or_pad", "intensity": "minmax"})
+    assert out.shape == (2, 8, 6, 6)

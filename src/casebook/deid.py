@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Iterable
@@ -79,18 +80,24 @@ class DeidError(RuntimeError):
 def load_or_create_key(path: str | os.PathLike) -> bytes:
     """Read the pseudonymization key, creating a random one (mode 0600) on first use.
 
-    Creation uses O_EXCL, so two ingest jobs starting at once agree on one key.
+    Creation is atomic (a hard link of a complete file), so two ingest jobs starting at
+    once agree on one key and neither reads a half-written one.
     """
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # write the key in full under a private name, then link it into place: os.link
+        # fails if the key exists, so two jobs starting at once agree on one whole key
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(_KEY_BYTES) + "\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:
             pass  # another job made it first: read theirs
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(_KEY_BYTES) + "\n")
+        finally:
+            tmp.unlink()
     key = path.read_text().strip()
     if len(key) < 32:
         raise DeidError(f"{path}: pseudonymization key is too short ({len(key)} characters; want at least 32)")
@@ -127,14 +134,17 @@ def identifying_values(dataset: Any) -> set[str]:
 
 
 def find_leaks(paths: Iterable[str | os.PathLike], values: Iterable[str]) -> list[tuple[str, str]]:
-    """(file, value) for every identifying value found in the bytes of a file.
+    """(file, value) for every identifying value found as a whole token in a file.
 
-    Compressed files (.nii.gz, .png) are searched as they are stored; images are written
-    from pixel arrays, so this mostly guards text outputs, where leaks happen.
+    Whole tokens: a value must not be glued to letters or digits on either side, so a
+    numeric accession number is not "found" inside a sha256 checksum or a hex pseudonym
+    by chance. Compressed files (.nii.gz, .png) are searched as they are stored; images
+    are written from pixel arrays, so this mostly guards text outputs, where leaks happen.
     """
-    needles = sorted({v.encode("utf-8") for v in values if len(v) >= _MIN_SEARCHABLE})
+    needles = sorted({v for v in values if len(v) >= _MIN_SEARCHABLE})
+    patterns = [(v, re.compile(rb"(?<![0-9A-Za-z])" + re.escape(v.encode("utf-8")) + rb"(?![0-9A-Za-z])")) for v in needles]
     hits = []
     for path in paths:
         data = Path(path).read_bytes()
-        hits += [(str(path), needle.decode()) for needle in needles if needle in data]
+        hits += [(str(path), value) for value, pattern in patterns if pattern.search(data)]
     return hits

@@ -13,6 +13,7 @@ that matters for the 224-pixel MedMNIST files, which are hundreds of megabytes.
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import os
 import shutil
@@ -109,8 +110,22 @@ def download(
     _transfer_with_retries(url, dest, part, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
     if md5 is not None:
         _verify_or_discard(part, md5, name=dest, origin=url)
-    os.replace(part, dest)
+    _move_into_place(part, dest)
     return dest
+
+
+def _move_into_place(part: Path, dest: Path) -> None:
+    """Rename ``part`` to ``dest``; across file systems (``resources/`` on cluster scratch,
+    partial files in the checkout), copy beside ``dest`` first, so the last step is still
+    an atomic rename."""
+    try:
+        os.replace(part, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(part, tmp)
+        part.unlink()
 
 
 def _already_verified(dest: Path, md5: str) -> bool:

@@ -163,5 +163,13 @@ def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path)
             kwargs["spatial_dims"] = params["spatial_dims"]
     else:
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    source = {k: params[k] for k in ("dataset", "licence", "citation") if params.get(k)}
-    return ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], source=source, **kwargs)
+    manifest = ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], source={"dataset": params["dataset"]}, **kwargs)
+    if params.get("require_labels") and manifest["label"].eq("").any():
+        import shutil
+
+        shutil.rmtree(out_dir)
+        raise IngestError(
+            f"data set {params['dataset']}: {int(manifest['label'].eq('').sum())} image(s) have no class label, but the "
+            f"case study is a classification; give a patient_id,label table as dataset.adapter_params.labels_csv"
+        )
+    return manifest

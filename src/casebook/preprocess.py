@@ -41,9 +41,9 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label
     if is_label:
         interpolator, fill = sitk.sitkNearestNeighbor, 0.0
     else:
-        stats = sitk.MinimumMaximumImageFilter()
-        stats.Execute(image)
-        interpolator, fill = sitk.sitkLinear, stats.GetMinimum()
+        # an array view, not MinimumMaximumImageFilter: that filter refuses vector
+        # (multi-channel) images
+        interpolator, fill = sitk.sitkLinear, float(sitk.GetArrayViewFromImage(image).min())
     return sitk.Resample(
         image,
         size,
@@ -107,7 +107,7 @@ def apply_plan(cfg: dict[str, Any], plan: dict[str, Any] | None) -> dict[str, An
             first = scheme["channels"][0] if "channels" in scheme else scheme
             cfg.update(intensity="ct", clip=list(first["clip"]), mean=float(first["mean"]), std=float(first["std"]))
         else:
-            cfg["intensity"] = "zscore"
+            cfg.update(intensity="zscore", use_roi=bool(scheme.get("use_roi")))
     return cfg
 
 
@@ -119,13 +119,15 @@ def intensity_transform(cfg: dict[str, Any]) -> tio.Transform:
     """The intensity normalisation named in the config (TorchIO)."""
     method = cfg.get("intensity", "zscore")
     if method == "zscore":
-        return tio.ZNormalization()
+        # inside the region of interest (the brain) when asked: background voxels would
+        # otherwise dominate the mean and sd of a skull-stripped MRI
+        return tio.ZNormalization(masking_method="roi" if cfg.get("use_roi") else None)
     if method == "ct":
         # nnU-Net's CT scheme: clip at the foreground percentiles, then one global z-score
         # (the same mean and sd for every image, so HU keep their meaning across scans)
         low, high = cfg["clip"]
         std = max(float(cfg["std"]), 1e-8)
-        return tio.Compose([tio.Clamp(out_min=low, out_max=high), tio.Lambda(partial(_standardize, mean=float(cfg["mean"]), std=std))])
+        return tio.Compose([tio.Clamp(out_min=low, out_max=high), tio.Lambda(partial(_standardize, mean=float(cfg["mean"]), std=std), types_to_apply=[tio.INTENSITY])])
     if method == "minmax":
         return tio.RescaleIntensity(out_min_max=(0, 1))
     if method == "window":
@@ -146,7 +148,7 @@ def spatial_transform(cfg: dict[str, Any], spatial_dims: int) -> tio.Transform:
 
 
 def preprocess_subject(
-    image: sitk.Image, mask: sitk.Image | None, cfg: dict[str, Any], *, name: str = "image"
+    image: sitk.Image, mask: sitk.Image | None, cfg: dict[str, Any], *, name: str = "image", roi: sitk.Image | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Preprocess one image (and its mask, with the same geometry) into arrays.
 
@@ -155,13 +157,17 @@ def preprocess_subject(
     """
     if cfg.get("spacing"):
         image = resample_to_spacing(image, cfg["spacing"], is_label=False)
-        if mask is not None:  # onto the resampled image's own grid, so both stay aligned
-            mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+        # masks onto the resampled image's own grid, so that all stay aligned
+        mask, roi = (
+            None if m is None else sitk.Resample(m, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, m.GetPixelID())
+            for m in (mask, roi)
+        )
     tensor, affine = _to_tensor(image)
     subject = {"image": tio.ScalarImage(tensor=tensor, affine=affine)}
-    if mask is not None:
-        mask_tensor, mask_affine = _to_tensor(mask)
-        subject["mask"] = tio.LabelMap(tensor=mask_tensor, affine=mask_affine)
+    for key, labels in (("mask", mask), ("roi", roi)):
+        if labels is not None:
+            label_tensor, label_affine = _to_tensor(labels)
+            subject[key] = tio.LabelMap(tensor=label_tensor, affine=label_affine)
     steps = [spatial_transform(cfg, image.GetDimension())]
     if cfg.get("intensity", "zscore") in ("zscore", "minmax", "ct") and float(tensor.max()) == float(tensor.min()):
         log.warning("%s: constant image (value %s); normalised to zeros", name, float(tensor.min()))
@@ -196,9 +202,9 @@ def preprocess_dataset(
     manifest = read_manifest(manifest_path)
     root = manifest_path.parent
     has_masks = bool((manifest["mask"] != "").any())
+    use_roi = bool(cfg.get("use_roi")) and "roi" in manifest.columns
 
-    first_image, first_mask = _read_row(root, manifest.iloc[0], has_masks)
-    first = preprocess_subject(first_image, first_mask, cfg, name=str(root / manifest.iloc[0]["image"]))
+    first = _preprocess_row(root, next(manifest.itertuples(index=False)), cfg, has_masks, use_roi)
     with atomic_path(images_out) as images_tmp, atomic_path(masks_out) as masks_tmp:
         images = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.float32, shape=(len(manifest), *first[0].shape))
         masks = (
@@ -208,8 +214,7 @@ def preprocess_dataset(
         )
         rows = tqdm(manifest.itertuples(index=False), total=len(manifest), desc="preprocess", unit="img")
         for i, row in enumerate(rows):
-            image, mask = _read_row(root, row, has_masks)
-            image_array, mask_array = first if i == 0 else preprocess_subject(image, mask, cfg, name=str(root / row.image))
+            image_array, mask_array = first if i == 0 else _preprocess_row(root, row, cfg, has_masks, use_roi)
             if image_array.shape != images.shape[1:]:
                 raise ValueError(f"{root / row.image}: preprocessed to {image_array.shape}, expected {images.shape[1:]}")
             images[i] = image_array
@@ -229,6 +234,19 @@ def preprocess_dataset(
     with atomic_path(index_out) as tmp:
         index.to_csv(tmp, sep="\t", index=False)
     return index
+
+
+def _preprocess_row(root: Path, row: Any, cfg: dict[str, Any], has_masks: bool, use_roi: bool):
+    """Read and preprocess one manifest row; any failure names the image file."""
+    image, mask = _read_row(root, row, has_masks)
+    roi = None
+    if use_roi and row.roi:
+        roi = sitk.ReadImage(str(root / row.roi))
+        check_same_geometry(image, roi, str(root / row.image), str(root / row.roi))
+    try:
+        return preprocess_subject(image, mask, cfg, name=str(root / row.image), roi=roi)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{root / row.image}: cannot preprocess ({exc})") from exc
 
 
 def _read_row(root: Path, row: Any, has_masks: bool) -> tuple[sitk.Image, sitk.Image | None]:

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from casebook.config import deep_merge, schema_problems
+from casebook.ingest import REAL_DATA_ADAPTERS
 from casebook.registry import load_registry, resolve
 
 CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
@@ -115,8 +116,11 @@ def local_source(cs):
             raise WorkflowError(f"case study {cs!r}: {path} (dataset.path of {ds['name']!r}) does not exist. {entry['obtain']}")
         return path
     path = ds.get("path")
-    if ds.get("source") == "path" and path and Path(path).is_dir() and entry.get("filename"):
-        if not (Path(path) / entry["filename"]).exists():
+    filename = entry.get("filename")
+    # only an archive can stand for its extracted folder; a folder lacking any other file
+    # is a mirror missing it, which the download rule reports
+    if ds.get("source") == "path" and path and Path(path).is_dir() and filename and is_archive(filename):
+        if not (Path(path) / filename).exists():
             return path
     return None
 
@@ -143,16 +147,19 @@ def download_params(wildcards):
 
 def ingest_input(wildcards):
     """What the adapter reads: the data folder in place, the extracted archive, or the file."""
+    # a labels table is an input too: editing it must rerun ingest
+    labels_csv = ingest_params(wildcards.cs)["adapter_params"].get("labels_csv")
+    extra = [labels_csv] if labels_csv else []
     local = local_source(wildcards.cs)
     if local:
-        return [local]
+        return [local, *extra]
     path = download_path(wildcards.cs)
     if path is None:
-        return []
+        return extra
     if is_archive(path):
         dataset, filename = path.split("/")[1:]
-        return [f"resources/{dataset}/extracted/{filename}"]
-    return [path]
+        return [f"resources/{dataset}/extracted/{filename}", *extra]
+    return [path, *extra]
 
 
 def ingest_params(cs):
@@ -167,13 +174,31 @@ def ingest_params(cs):
         "spatial_dims": entry.get("spatial_dims"),
         "class_names": CASESTUDIES[cs]["class_names"],
         "modality": CASESTUDIES[cs].get("modality", ""),
-        "adapter_params": deep_merge(entry.get("adapter_params") or {}, ds.get("adapter_params") or {}),
-        "key_file": config["deid_key"],
+        "require_labels": CASESTUDIES[cs].get("task", "classification") == "classification",
+        # real data only: a new key path must not rerun the embedded or MedMNIST ingest
+        **(
+            {
+                "adapter_params": deep_merge(entry.get("adapter_params") or {}, ds.get("adapter_params") or {}),
+                "key_file": config["deid_key"],
+            }
+            if entry["adapter"] in REAL_DATA_ADAPTERS
+            else {"adapter_params": {}}
+        ),
     }
 
 
 def is_segmentation(cs):
     return CASESTUDIES[cs].get("task") == "segmentation"
+
+
+def preprocess_input(wildcards):
+    """The data, and the plan only where a setting is 'auto' (a new fingerprint must not
+    rerun preprocessing, and all training after it, for nothing)."""
+    cfg = CASESTUDIES[wildcards.cs]["preprocess"]
+    inputs = {"data": f"results/{wildcards.cs}/data"}
+    if "auto" in (cfg.get("spacing"), cfg.get("intensity")):
+        inputs["plan"] = f"results/{wildcards.cs}/qc/plan.json"
+    return inputs
 
 
 # ---- models -----------------------------------------------------------------------

@@ -3,8 +3,7 @@
 
 rule preprocess:
     input:
-        data="results/{cs}/data",
-        plan="results/{cs}/qc/plan.json",
+        unpack(preprocess_input),
     output:
         images="results/{cs}/preprocess/images.npy",
         masks="results/{cs}/preprocess/masks.npy",

@@ -11,6 +11,7 @@ folder's name becomes the source split.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -40,11 +41,22 @@ def find_cases(root: str | Path, first_channel: str) -> list[Path]:
     return cases
 
 
+def _patient(case: str, pattern: str | None) -> str:
+    if not pattern:
+        return case
+    match = re.search(pattern, case)
+    if match is None:
+        raise AdapterError(f"case {case}: its folder name does not match patient_pattern {pattern!r}")
+    return match.group(1) if match.groups() else match.group(0)
+
+
 def _roi(image: sitk.Image) -> sitk.Image:
     """A binary region of interest: every voxel above the mask's minimum (brain masks come
     as 0/1, 0/255 or -x/+y after z-scoring)."""
     array = sitk.GetArrayViewFromImage(image)
-    roi = sitk.GetImageFromArray((array > array.min()).astype(np.uint8))
+    # a constant mask (all brain) has no "above the minimum": it is all foreground
+    inside = np.ones(array.shape, np.uint8) if array.min() == array.max() else (array > array.min()).astype(np.uint8)
+    roi = sitk.GetImageFromArray(inside)
     roi.CopyInformation(image)
     return roi
 
@@ -59,8 +71,15 @@ def case_folder_records(
     mask: str | None = None,
     labels: Mapping[Any, str] | None = None,
     split_from_parent: bool = False,
+    patient_pattern: str | None = None,
 ) -> tuple[Iterator[Record], int, dict[str, Any]]:
-    """Records of a folder of case folders (see the module docstring)."""
+    """Records of a folder of case folders (see the module docstring).
+
+    ``patient_pattern`` is a regular expression whose first group (or whole match) is
+    the patient within a case folder's name, where one patient has several cases
+    (BraTS 2013 ``brats_2013_pat0001_1``: patient ``pat0001``, time point 1); the cases
+    of one patient then share a pseudonym, so no split can separate them.
+    """
     if not channels:
         raise AdapterError(f"data set {name}: adapter case_folders needs 'channels' (name: file pattern)")
     names, patterns = list(channels), list(channels.values())
@@ -87,10 +106,9 @@ def case_folder_records(
                 roi = _roi(read_image(mask_path))
                 check_geometry(image, roi, case=case, what=f"mask {mask_path.name}")
                 paths.append(mask_path)
-            subject = pseudonym(f"{name}/{case}", key)
             yield Record(
-                image_id=subject,
-                patient_id=subject,
+                image_id=pseudonym(f"{name}/{case}", key, prefix="img"),
+                patient_id=pseudonym(f"{name}/{_patient(case, patient_pattern)}", key),
                 label=None,
                 image=image,
                 mask=seg,

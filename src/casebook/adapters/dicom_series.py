@@ -12,6 +12,7 @@ source's PatientID.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +26,16 @@ from casebook.layout import Record
 
 __all__ = ["dicom_records"]
 
+
+def _subject(raw: str, pattern: str | None) -> str:
+    """The patient part of a source id (see ``patient_pattern``)."""
+    if not pattern:
+        return raw
+    match = re.search(pattern, raw)
+    if match is None:
+        raise AdapterError(f"a PatientID does not match patient_pattern {pattern!r}")
+    return match.group(1) if match.groups() else match.group(0)
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +48,16 @@ def dicom_records(
     modalities: Sequence[str] | None = None,
     labels_csv: str | None = None,
     spatial_dims: int = 3,
+    patient_pattern: str | None = None,
 ) -> tuple[Iterator[Record], int, dict[str, Any]]:
-    """Records of every image series under ``root`` (of the given modalities, if any)."""
+    """Records of every image series under ``root`` (of the given modalities, if any).
+
+    ``patient_pattern`` is a regular expression whose first group (or whole match) is
+    the patient within PatientID, for collections whose PatientID names more than the
+    patient (CBIS-DDSM: ``Mass-Training_P_00001_LEFT_CC`` is patient ``P_00001``); all
+    images of one patient then share one pseudonym, so no split can separate them.
+    """
+    root = Path(root)
     series = find_series(root)
     if modalities:
         series = [s for s in series if s.modality in set(modalities)]
@@ -51,17 +70,19 @@ def dicom_records(
         for item in series:
             header = pydicom.dcmread(item.files[0], stop_before_pixels=True, force=True)
             identifiers.update(identifying_values(header))
-            subject_raw = item.patient_id or item.study_uid
+            # TCIA folders are named after the patient and the study: never in an output either
+            identifiers.update(part for part in item.directory.relative_to(root).parts if any(c.isdigit() for c in part))
+            subject_raw = _subject(item.patient_id or item.study_uid, patient_pattern)
             subject = pseudonym(f"{name}/{subject_raw}", key)
             series_name = pseudonym(f"{name}/{item.series_uid}", key, prefix="img")
             label = None
             if table is not None:
-                if item.patient_id not in table:
-                    # name the series by its pseudonym and folder, never by the patient id
-                    raise AdapterError(f"series {series_name} in {item.directory}: its patient has no row in {labels_csv}")
-                label = table[item.patient_id]
+                if item.patient_id not in table and subject_raw not in table:
+                    # name the series by its pseudonym only: folder names carry patient ids
+                    raise AdapterError(f"series {series_name}: its patient has no row in {labels_csv}")
+                label = table.get(item.patient_id, table.get(subject_raw))
             try:
-                image, _warnings = read_series(item, label=f"{series_name} ({item.directory})")
+                image, _warnings = read_series(item, label=series_name)
             except DicomError as exc:
                 raise AdapterError(str(exc)) from exc
             if spatial_dims == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1:

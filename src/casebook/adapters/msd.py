@@ -48,9 +48,15 @@ def _read_description(task_root: Path) -> dict[str, Any]:
     return description
 
 
-def msd_records(root: str | Path, *, key: bytes, name: str) -> tuple[Iterator[Record], int, dict[str, Any]]:
-    """Records of a Decathlon task folder (or the folder it was extracted into)."""
+def msd_records(root: str | Path, *, key: bytes, name: str, task: str | None = None) -> tuple[Iterator[Record], int, dict[str, Any]]:
+    """Records of a Decathlon task folder (or the folder it was extracted into).
+
+    ``task`` (e.g. ``Task09_Spleen``, from the registry) must be the task folder's name:
+    a shared folder holding another task is refused rather than ingested under this name.
+    """
     task_root = find_task_root(root)
+    if task and task_root.name != task:
+        raise AdapterError(f"{task_root}: expected the Decathlon task folder {task}, found {task_root.name}")
     description = _read_description(task_root)
     modality = description.get("modality") or {"0": "image"}
     channel_names = [modality[k] for k in sorted(modality, key=int)]
@@ -59,7 +65,9 @@ def msd_records(root: str | Path, *, key: bytes, name: str) -> tuple[Iterator[Re
     identifiers: set[str] = set()
 
     def generate() -> Iterator[Record]:
-        for case in cases:
+        for i, case in enumerate(cases):
+            if not isinstance(case, dict) or not {"image", "label"} <= set(case):
+                raise AdapterError(f"{task_root / 'dataset.json'}: training entry {i} needs 'image' and 'label', got {case!r}")
             image_path = task_root / case["image"]
             label_path = task_root / case["label"]
             case_id = Path(case["image"]).name.removesuffix(".nii.gz").removesuffix(".nii")
