@@ -427,3 +427,20 @@ def test_format_is_detected_by_content_not_name(tmp_path: Path, dest: Path) -> N
 def test_progress_bar_does_not_break_extraction(tmp_path: Path, dest: Path) -> None:
     extract_archive(write_tar(tmp_path / "t.tar", MSD), dest, progress=True)
     assert (dest / "Task04_Hippocampus/imagesTr/hippocampus_001.nii.gz").read_bytes() == NII
+
+
+def test_archive_too_big_for_the_disk_is_refused_before_writing(tmp_path: Path) -> None:
+    # a header that promises 1 TB (a decompression bomb, or a disk far too small)
+    info = tarfile.TarInfo("Task99_Huge/imagesTr/big.nii.gz")
+    info.size = 10**12
+    archive = tmp_path / "huge.tar"
+    header = info.tobuf(format=tarfile.PAX_FORMAT)
+    with open(archive, "wb") as fh:  # a sparse file: the terabyte of data takes no disk
+        fh.write(header)
+        fh.truncate(len(header) + info.size)
+        fh.seek(0, 2)
+        fh.write(b"\0" * 1024)
+    dest = tmp_path / "out"
+    with pytest.raises(ArchiveError, match=r"huge.tar: extracting needs 931.32 GiB but .* GiB free"):
+        extract_archive(archive, dest, progress=False)
+    assert not dest.exists() and not (tmp_path / "out.partial").exists()

@@ -90,6 +90,7 @@ class _Member:
     mode: int
     link: str = ""
     source: Any = None  # the TarInfo or ZipInfo to read the data from
+    size: int = 0  # bytes once extracted (regular files)
     parts: tuple[str, ...] = ()
     link_parts: tuple[str, ...] = ()
 
@@ -150,6 +151,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, prog
         with _open_archive(archive) as reader:
             members = _check_members(archive, reader.members, allow_links=reader.allow_links)
             _remove(partial)
+            _check_space(archive, members, partial.parent)
             partial.mkdir(parents=True)
             _write_members(archive, members, reader.open_member, partial, progress=progress)
             reader.verify_end()
@@ -162,6 +164,20 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, prog
         _remove(dest)
         raise
     return dest
+
+
+def _check_space(archive: Path, members: Sequence[_Member], folder: Path) -> None:
+    """Refuse before writing when the extracted files would not fit on the disk: a full
+    disk half-way through a 70 GB Decathlon task (or a decompression bomb) helps no one."""
+    needed = sum(m.size for m in members if m.kind == "file")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ArchiveError(
+            f"{archive}: extracting needs {needed / 2**30:.2f} GiB but {existing} has {free / 2**30:.2f} GiB free"
+        )
 
 
 def archive_root(dest: str | os.PathLike) -> Path:
@@ -271,7 +287,7 @@ def _tar_member(info: tarfile.TarInfo) -> _Member:
         kind = "FIFO"
     else:
         kind = f"special file (tar type {info.type!r})"
-    return _Member(name=info.name, kind=kind, mode=info.mode, link=info.linkname, source=info)
+    return _Member(name=info.name, kind=kind, mode=info.mode, link=info.linkname, source=info, size=info.size)
 
 
 def _zip_member(archive: Path, info: zipfile.ZipInfo) -> _Member:
@@ -299,7 +315,7 @@ def _zip_member(archive: Path, info: zipfile.ZipInfo) -> _Member:
     else:
         kind = f"special file (mode {unix_mode:o})"
     mode = unix_mode & 0o7777 or (0o755 if kind == "dir" else 0o644)
-    return _Member(name=info.filename, kind=kind, mode=mode, source=info)
+    return _Member(name=info.filename, kind=kind, mode=mode, source=info, size=info.file_size)
 
 
 def _check_tar_end(archive: Path, tar: tarfile.TarFile) -> None:
