@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -101,6 +102,84 @@ def test_model_card(tiny):
     history = pd.read_csv(tiny / f"results/nodule_ct/models/{RUN}/history.tsv", sep="\t")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "val_accuracy", "lr", "seconds"]
     assert len(history) == 2
+
+
+# ---- provenance and audit -------------------------------------------------------------
+
+METRICS = f"results/pneumonia_cxr/evaluation/{RUN}/metrics.json"
+
+
+def audit(workdir, path, *args):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "casebook.cli", "audit", path, *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("cs", CASESTUDIES)
+def test_every_output_of_every_rule_has_a_provenance_record(tiny, cs):
+    # files inside the data folder belong to the folder, which is the ingest rule's output
+    outputs = [p for p in expected_outputs(cs) if not p.startswith("logs/") and "/data/" not in p]
+    outputs += [f"results/{cs}/data", f"results/{cs}/qc/plan.json"]
+    for output in outputs:
+        record = json.loads((tiny / "provenance" / f"{output}.json").read_text())
+        assert record["output"] == output and record["outputs"][output].startswith(("sha256:", "tree-sha256:"))
+        assert record["code"]["hashes"].keys() == {"package", "scripts", "workflow"} and record["seed"] == 42
+        assert record["environment"]["packages"]["torch"] and record["started"] <= record["finished"]
+
+
+def test_audit_traces_a_metric_back_to_the_generated_data(tiny):
+    done = audit(tiny, METRICS, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["problems"] == []
+    rules, stack = set(), [report["lineage"]]
+    while stack:
+        step = stack.pop()
+        rules.add(step["rule"])
+        assert step["status"] == "ok", step["path"]
+        stack += step["inputs"]
+    assert {"evaluate", "train", "preprocess", "split", "check_leakage", "ingest"} <= rules
+    text = audit(tiny, METRICS)
+    assert text.returncode == 0 and text.stdout.splitlines()[0].startswith(METRICS)
+    assert "[ingest cs=pneumonia_cxr]" in text.stdout
+
+
+def test_audit_names_a_tampered_file_upstream_or_not(tiny):
+    for victim in (METRICS, "results/pneumonia_cxr/preprocess/index.tsv"):
+        path = tiny / victim
+        original, times = path.read_bytes(), path.stat()
+        try:
+            path.write_bytes(original + b" ")
+            done = audit(tiny, METRICS, "--no-stale-check")
+        finally:  # bytes and times back, or Snakemake would see a newer input later
+            path.write_bytes(original)
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+        assert done.returncode == 1
+        assert f"{victim}: checksum differs from the record" in done.stderr
+    assert audit(tiny, METRICS, "--no-stale-check").returncode == 0
+
+
+def test_audit_reports_results_stale_after_a_config_or_code_change(tiny):
+    config = tiny / "config/casestudies/pneumonia_cxr.yaml"
+    script = tiny / "scripts/evaluate.py"
+    originals = {config: config.read_text(), script: script.read_text()}
+    script_times = script.stat()
+    try:
+        edit_yaml(config, lambda cs: cs["train"].update(lr=0.002))
+        done = audit(tiny, METRICS)
+        assert done.returncode == 1
+        assert f"results/pneumonia_cxr/models/{RUN}/model.pt: stale: its config values changed" in done.stderr
+        config.write_text(originals[config])
+        script.write_text(originals[script] + "# an edit\n")
+        done = audit(tiny, METRICS, "--no-stale-check")
+        assert done.returncode == 1 and f"{METRICS}: stale: code changed since it was made (scripts)" in done.stderr
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+        # Snakemake tells a changed script by its mtime: put it back too
+        os.utime(script, ns=(script_times.st_atime_ns, script_times.st_mtime_ns))
 
 
 def test_rerun_with_nothing_changed_does_nothing(tiny):

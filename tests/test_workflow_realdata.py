@@ -242,7 +242,7 @@ def test_dicom_identifiers_never_reach_any_output(tmp_path, http_root):
     for i in range(16):
         planted |= {f"Testperson{i:02d}", f"MRN-77{i:06d}", f"ACC-{i:08d}"}
     planted |= {PHI["PatientBirthDate"], PHI["InstitutionName"], "Kildare", PHI["StudyID"]}
-    outputs = [p for d in ("results", "logs") for p in (workdir / d).rglob("*") if p.is_file()]
+    outputs = [p for d in ("results", "logs", "provenance") for p in (workdir / d).rglob("*") if p.is_file()]
     outputs += [p for p in (workdir / ".snakemake").rglob("*") if p.is_file() and "conda" not in p.parts]
     assert len(outputs) > 30
     hits = [(str(p.relative_to(workdir)), v) for p in outputs for v in planted if v.encode() in p.read_bytes()]

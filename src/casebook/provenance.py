@@ -5,6 +5,7 @@ config values, input checksums, environment, device, seed, start and end time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import platform
 import subprocess
 import sys
@@ -101,3 +102,100 @@ def write_record(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     rec = record(**kwargs)
     write_json(path, rec)
     return rec
+
+
+# --------------------------------------------------------------------------------------
+# One record per output of every job (read back by ``casebook audit``)
+# --------------------------------------------------------------------------------------
+
+RECORDS_DIR = "provenance"
+CODE_GLOBS = {"package": None, "scripts": "scripts/*.py", "workflow": "workflow/**/*"}
+
+
+def path_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's tree (relative names and contents, sorted).
+
+    Snakemake's own marker in directory outputs (``.snakemake_timestamp``, written after
+    the job) is not part of the data and is left out.
+    """
+    path = Path(path)
+    if path.is_file():
+        return f"sha256:{file_digest(path)}"
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
+        digest.update(str(item.relative_to(path)).encode() + b"\0" + file_digest(item).encode() + b"\0")
+    return f"tree-sha256:{digest.hexdigest()}"
+
+
+def code_fingerprint(root: str | Path = ".") -> dict[str, str]:
+    """Hashes of the code that makes results: the casebook package, the rule scripts and
+    the workflow (rules, schemas, report captions), each over sorted names and contents.
+
+    Unlike the git commit, these change with uncommitted edits too, so an audit can tell
+    that a result was made by code that is no longer there.
+    """
+    import casebook
+
+    root = Path(root)
+    sets = {
+        "package": sorted(Path(casebook.__file__).parent.rglob("*.py")),
+        "scripts": sorted(root.glob("scripts/*.py")),
+        "workflow": sorted(p for p in [root / "Snakefile", *root.glob("workflow/**/*")] if p.is_file()),
+    }
+    out = {}
+    for name, files in sets.items():
+        digest = hashlib.sha256()
+        base = Path(casebook.__file__).parent if name == "package" else root
+        for path in files:
+            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
+        out[name] = digest.hexdigest()
+    return out
+
+
+def record_path(output: str | Path, records_dir: str | Path = RECORDS_DIR) -> Path:
+    """Where the record of ``output`` (a path relative to the working directory) lives."""
+    return Path(records_dir) / f"{Path(output).as_posix().strip('/')}.json"
+
+
+def job_record(
+    *,
+    rule: str,
+    wildcards: dict[str, str],
+    inputs: Iterable[str],
+    outputs: Iterable[str],
+    params: dict[str, Any],
+    config: dict[str, Any],
+    started: str,
+    code: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything needed to say how a job's outputs were made (no patient identifiers:
+    inputs are named by path and checksum only, and paths carry pseudonyms)."""
+    return {
+        "rule": rule,
+        "wildcards": dict(wildcards),
+        "inputs": {str(p): path_digest(p) for p in inputs if Path(p).exists()},
+        "outputs": {str(p): path_digest(p) for p in outputs},
+        "params": params,
+        "config": config,
+        "seed": config.get("seed"),
+        "code": code,
+        "environment": {
+            "packages": package_versions(),
+            "platform": platform.platform(),
+            "executable": sys.executable,
+            "device": device_info(),
+        },
+        "host": platform.node(),
+        "started": started,
+        "finished": now(),
+    }
+
+
+def write_job_records(record_: dict[str, Any], records_dir: str | Path = RECORDS_DIR) -> list[Path]:
+    """Write the job's record once per output, so that any output finds its own."""
+    written = []
+    for output in record_["outputs"]:
+        path = record_path(output, records_dir)
+        write_json(path, {**record_, "output": output})
+        written.append(path)
+    return written

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any, Iterator
 
+from casebook import provenance
+
 
 @contextmanager
 def logged(snakemake: Any) -> Iterator[None]:
-    """Send stdout, stderr (tqdm bars included) and logging to the rule's ``log[0]``.
+    """Send stdout, stderr (tqdm bars included) and logging to the rule's ``log[0]``;
+    on success, write the job's provenance record for each of its outputs
+    (``provenance/<output>.json``).
 
     An exception is written to the log with its traceback and raised again, so that
     Snakemake fails the job, removes its outputs and points at the log.
     """
     _limit_threads(getattr(snakemake, "threads", 1))
+    # the code as it is when the job starts: the code that ran, even if files change later
+    started = provenance.now()
+    code = {**provenance.git_state(), "hashes": provenance.code_fingerprint()}
     with open(snakemake.log[0], "w", buffering=1) as fh, redirect_stdout(fh), redirect_stderr(fh):
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
         try:
@@ -26,6 +34,22 @@ def logged(snakemake: Any) -> Iterator[None]:
             # one line on the console too, naming the problem, for users without --show-failed-logs
             print(f"casebook: {type(exc).__name__}: {exc}", file=sys.__stderr__)
             raise
+        provenance.write_job_records(_job_record(snakemake, started, code))
+
+
+def _job_record(snakemake: Any, started: str, code: dict[str, Any]) -> dict[str, Any]:
+    """The provenance record of the job that just succeeded (see casebook.provenance)."""
+    config = snakemake.config
+    return provenance.job_record(
+        rule=snakemake.rule,
+        wildcards=dict(snakemake.wildcards.items()),
+        inputs=[str(p) for p in snakemake.input],
+        outputs=[str(p) for p in snakemake.output],
+        params=json.loads(json.dumps(dict(snakemake.params.items()), default=str)),
+        config={key: config.get(key) for key in ("seed", "device", "registry")},
+        started=started,
+        code=code,
+    )
 
 
 def _limit_threads(threads: int) -> None:
