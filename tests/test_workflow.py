@@ -216,3 +216,17 @@ def test_report_has_every_figure(tiny):
     html = (tiny / "results/report.html").read_text(errors="replace")
     for name in ("roc.png", "confusion.png", "gradcam.png", "training_curves.png", "samples.png", "split.png", "model_comparison.png"):
         assert name in html, name
+
+
+def test_a_second_run_from_scratch_gives_bit_identical_results(tiny, tmp_path):
+    """On the CPU, the same config gives the same bytes: splits, predictions, metrics."""
+    again = copy_workflow(tmp_path / "again")
+    make_tiny(again)
+    snakemake(again)
+    compared = 0
+    for pattern in ("results/*/split/splits.json", "results/*/evaluation/*/fold_*/metrics.json", "results/*/evaluation/*/fold_*/predictions.tsv"):
+        for first in sorted(tiny.glob(pattern)):
+            second = again / first.relative_to(tiny)
+            assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny)
+            compared += 1
+    assert compared == 2 + 3 + 3
