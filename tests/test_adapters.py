@@ -4,7 +4,6 @@ and the pseudonymization they all apply."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -120,12 +120,14 @@ def identifying_values(dataset: Any) -> set[str]:
     Person names are also split into their components (family and given name), since a
     name can reach text as "Doe" as easily as "Doe^John".
     """
+    from pydicom.multival import MultiValue
+
     values: set[str] = set()
     for keyword in BASIC_PROFILE_KEYWORDS:
         value = dataset.get(keyword)
         if value is None or value == "":
             continue
-        items = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        items = value if isinstance(value, (list, tuple, MultiValue)) else [value]
         for item in items:
             text = str(item).strip()
             values.add(text)

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from casebook.fileio import read_json, write_json
-from casebook.layout import read_manifest
+from casebook.layout import geometry_mismatches, read_manifest
 
 __all__ = [
     "GeometryError",
@@ -42,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GEOMETRY_ATOL = 1e-4  # mm (spacing, origin) and cosine (direction)
 MAX_REPORTED = 20  # mismatch lines in a GeometryError message
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's: lowest resolution axis > 3 x the finest one
 # Samples of all cases pooled, per channel: bounds memory (8 bytes each, so 80 MB per
@@ -64,22 +63,6 @@ def _header(path: Path) -> sitk.ImageFileReader:
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     return reader
-
-
-def _geometry_mismatches(image: sitk.ImageFileReader, other: sitk.ImageFileReader) -> list[tuple[str, Any, Any]]:
-    """(property, image value, other value) for every property where the two differ."""
-    if image.GetDimension() != other.GetDimension():
-        # the other properties cannot be compared element-wise across dimensions
-        return [("dimension", image.GetDimension(), other.GetDimension())]
-    out = []
-    if tuple(image.GetSize()) != tuple(other.GetSize()):
-        out.append(("size", tuple(image.GetSize()), tuple(other.GetSize())))
-    for prop in ("spacing", "origin", "direction"):
-        a = tuple(getattr(image, f"Get{prop.capitalize()}")())
-        b = tuple(getattr(other, f"Get{prop.capitalize()}")())
-        if not np.allclose(a, b, rtol=0.0, atol=GEOMETRY_ATOL):
-            out.append((prop, a, b))
-    return out
 
 
 def _fmt(value: Any) -> str:
@@ -111,7 +94,7 @@ def check_geometry(dataset_dir: str | Path) -> dict[str, Any]:
         image = _header(root / row.image)
         for col, rel in others:
             n_checked += 1
-            for prop, a, b in _geometry_mismatches(image, _header(root / rel)):
+            for prop, a, b in geometry_mismatches(image, _header(root / rel)):
                 problems.append(f"{row.image_id}: {col} {rel} {prop} {_fmt(b)} != image {row.image} {prop} {_fmt(a)}")
     if problems:
         lines = problems[:MAX_REPORTED]

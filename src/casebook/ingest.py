@@ -13,10 +13,11 @@ got through.
 from __future__ import annotations
 
 import inspect
+import shutil
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -141,8 +142,6 @@ def _refuse_leaks(out_dir: Path, identifiers: set[str]) -> None:
         return
     leaks = find_leaks([out_dir / "manifest.tsv", out_dir / "dataset.json"], identifiers)
     if leaks:
-        import shutil
-
         shutil.rmtree(out_dir)
         files = sorted({path for path, _ in leaks})
         # the message names the files, never the identifying values themselves
@@ -165,8 +164,6 @@ def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path)
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
     manifest = ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], source={"dataset": params["dataset"]}, **kwargs)
     if params.get("require_labels") and manifest["label"].eq("").any():
-        import shutil
-
         shutil.rmtree(out_dir)
         raise IngestError(
             f"data set {params['dataset']}: {int(manifest['label'].eq('').sum())} image(s) have no class label, but the "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,29 @@ def _to_sitk(array: np.ndarray | sitk.Image, spacing: tuple[float, ...], origin=
     if direction is not None:
         image.SetDirection(tuple(float(d) for d in direction))
     return image
+
+
+GEOMETRY_ATOL = 1e-4  # mm (spacing, origin) and cosine (direction)
+
+
+def geometry_mismatches(image: Any, other: Any) -> list[tuple[str, Any, Any]]:
+    """(property, image value, other value) for each grid property where two images differ.
+
+    Works on anything with SimpleITK's getters: images, and ``sitk.ImageFileReader``
+    after ``ReadImageInformation()`` (headers only, no pixels read).
+    """
+    if image.GetDimension() != other.GetDimension():
+        # the other properties cannot be compared element-wise across dimensions
+        return [("dimension", image.GetDimension(), other.GetDimension())]
+    out = []
+    if tuple(image.GetSize()) != tuple(other.GetSize()):
+        out.append(("size", tuple(image.GetSize()), tuple(other.GetSize())))
+    for prop in ("spacing", "origin", "direction"):
+        a = tuple(getattr(image, f"Get{prop.capitalize()}")())
+        b = tuple(getattr(other, f"Get{prop.capitalize()}")())
+        if not np.allclose(a, b, rtol=0.0, atol=GEOMETRY_ATOL):
+            out.append((prop, a, b))
+    return out
 
 
 def without_metadata(image: sitk.Image) -> sitk.Image:

@@ -22,7 +22,7 @@ import torchio as tio
 from tqdm.auto import tqdm
 
 from casebook.fileio import atomic_path
-from casebook.layout import read_manifest
+from casebook.layout import geometry_mismatches, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,8 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label
 
 def check_same_geometry(image: sitk.Image, mask: sitk.Image, image_path: str, mask_path: str) -> None:
     """Refuse a mask whose grid (size, spacing, origin, direction) differs from its image's."""
-    for what, a, b in (
-        ("size", image.GetSize(), mask.GetSize()),
-        ("spacing", image.GetSpacing(), mask.GetSpacing()),
-        ("origin", image.GetOrigin(), mask.GetOrigin()),
-        ("direction", image.GetDirection(), mask.GetDirection()),
-    ):
-        if not np.allclose(a, b, atol=1e-4):
-            raise ValueError(f"{mask_path}: {what} {tuple(b)} differs from its image {image_path} ({tuple(a)})")
+    for what, a, b in geometry_mismatches(image, mask)[:1]:
+        raise ValueError(f"{mask_path}: {what} {b} differs from its image {image_path} ({a})")
 
 
 def _to_tensor(image: sitk.Image) -> tuple[torch.Tensor, np.ndarray]:

@@ -11,14 +11,21 @@ folder's name becomes the source split.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import SimpleITK as sitk
 
-from casebook.adapters.images import AdapterError, check_geometry, check_labels, files_digest, read_image, stack_channels
+from casebook.adapters.images import (
+    AdapterError,
+    check_geometry,
+    check_labels,
+    files_digest,
+    id_from_pattern,
+    read_image,
+    stack_channels,
+)
 from casebook.deid import pseudonym
 from casebook.layout import Record
 
@@ -42,12 +49,10 @@ def find_cases(root: str | Path, first_channel: str) -> list[Path]:
 
 
 def _patient(case: str, pattern: str | None) -> str:
-    if not pattern:
-        return case
-    match = re.search(pattern, case)
-    if match is None:
+    patient = id_from_pattern(case, pattern)
+    if patient is None:
         raise AdapterError(f"case {case}: its folder name does not match patient_pattern {pattern!r}")
-    return match.group(1) if match.groups() else match.group(0)
+    return patient
 
 
 def _roi(image: sitk.Image) -> sitk.Image:

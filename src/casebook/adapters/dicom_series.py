@@ -12,14 +12,13 @@ source's PatientID.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pydicom
 
 from casebook.adapters.image_folder import read_label_table
-from casebook.adapters.images import AdapterError, files_digest
+from casebook.adapters.images import AdapterError, files_digest, id_from_pattern
 from casebook.deid import identifying_values, pseudonym
 from casebook.dicom import DicomError, find_series, read_series
 from casebook.layout import Record
@@ -29,12 +28,10 @@ __all__ = ["dicom_records"]
 
 def _subject(raw: str, pattern: str | None) -> str:
     """The patient part of a source id (see ``patient_pattern``)."""
-    if not pattern:
-        return raw
-    match = re.search(pattern, raw)
-    if match is None:
+    subject = id_from_pattern(raw, pattern)
+    if subject is None:  # the id itself is not named: it identifies the patient
         raise AdapterError(f"a PatientID does not match patient_pattern {pattern!r}")
-    return match.group(1) if match.groups() else match.group(0)
+    return subject
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,12 @@ keyed-hash pseudonyms before anything is written.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from casebook.adapters.images import AdapterError, as_vector, check_geometry, files_digest, read_image
+from casebook.adapters.images import AdapterError, as_vector, check_geometry, files_digest, id_from_pattern, read_image
 from casebook.deid import pseudonym
 from casebook.layout import Record
 
@@ -81,16 +80,15 @@ def image_folder_records(
     if not files:
         raise AdapterError(f"{root}: no image file matches {pattern!r}")
     table = read_label_table(labels_csv, class_names) if labels_csv else None
-    subject_re = re.compile(patient_pattern) if patient_pattern else None
     identifiers: set[str] = set()
 
     def subject_of(path: Path) -> str:
-        if subject_re is None:
+        if not patient_pattern:
             return stem(path)
-        match = subject_re.search(str(path.relative_to(root)))
-        if match is None:
+        subject = id_from_pattern(str(path.relative_to(root)), patient_pattern)
+        if subject is None:
             raise AdapterError(f"{path}: no subject id in its path (patient_pattern {patient_pattern!r})")
-        return match.group(1) if match.groups() else match.group(0)
+        return subject
 
     def generate() -> Iterator[Record]:
         for path in files:

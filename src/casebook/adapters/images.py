@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from casebook.layout import without_metadata
+from casebook.layout import geometry_mismatches, without_metadata
 
-__all__ = ["AdapterError", "read_image", "as_vector", "stack_channels", "check_geometry", "files_digest", "check_labels"]
-
-_GEOMETRY_ATOL = 1e-4
+__all__ = ["AdapterError", "read_image", "as_vector", "stack_channels", "check_geometry", "files_digest", "check_labels", "id_from_pattern"]
 
 
 class AdapterError(ValueError):
@@ -55,18 +54,11 @@ def stack_channels(images: Sequence[sitk.Image], *, names: Sequence[str], case: 
 
 def check_geometry(reference: sitk.Image, other: sitk.Image, *, case: str, what: str, against: str = "image") -> None:
     """Refuse ``other`` unless its grid (size, spacing, origin, direction) is the reference's."""
-    pairs = (
-        ("size", reference.GetSize(), other.GetSize()),
-        ("spacing", reference.GetSpacing(), other.GetSpacing()),
-        ("origin", reference.GetOrigin(), other.GetOrigin()),
-        ("direction", reference.GetDirection(), other.GetDirection()),
-    )
-    for prop, a, b in pairs:
-        if len(a) != len(b) or not np.allclose(a, b, atol=_GEOMETRY_ATOL):
-            raise AdapterError(
-                f"case {case}: {what} has {prop} {_fmt(b)}, but its {against} has {_fmt(a)}; "
-                f"image and label must share one grid"
-            )
+    for prop, a, b in geometry_mismatches(reference, other)[:1]:
+        raise AdapterError(
+            f"case {case}: {what} has {prop} {_fmt(b)}, but its {against} has {_fmt(a)}; "
+            f"image and label must share one grid"
+        )
 
 
 def check_labels(label: sitk.Image, allowed: Iterable[int], *, case: str) -> None:
@@ -75,6 +67,17 @@ def check_labels(label: sitk.Image, allowed: Iterable[int], *, case: str) -> Non
     unknown = sorted(values - set(int(v) for v in allowed))
     if unknown:
         raise AdapterError(f"case {case}: label values {unknown} are not declared (declared: {sorted(allowed)})")
+
+
+def id_from_pattern(raw: str, pattern: str | None) -> str | None:
+    """The part of a source id that names the patient: the first group (or the whole
+    match) of ``pattern``; ``raw`` itself without a pattern; None when it does not match."""
+    if not pattern:
+        return raw
+    match = re.search(pattern, raw)
+    if match is None:
+        return None
+    return match.group(1) if match.groups() else match.group(0)
 
 
 def files_digest(paths: Iterable[str | os.PathLike]) -> str:
