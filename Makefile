@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test install install-test report dry-run lint clean
+.PHONY: run test install install-test report dry-run lint clean dvc-repro
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ dry-run: install
 
 lint: install
 	$(BIN)/snakemake --lint
+
+# DVC runs the stages' commands (snakemake) from PATH: the virtualenv's, activated or not
+dvc-repro: install
+	$(PIP) install --quiet -e ".[dvc]"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

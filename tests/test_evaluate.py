@@ -17,6 +17,7 @@ from casebook.evaluate import (
     point_metrics,
     predict_labels,
     prediction_table,
+    roc_table,
 )
 
 
@@ -219,3 +220,21 @@ def test_prediction_table_follows_the_requested_order() -> None:
     assert table["prob_1"].tolist() == [0.9, 0.2, 0.6]
     assert table["prediction"].tolist() == [1, 0, 1]
     assert "prediction" not in prediction_table(index, ["a"], probs[:1]).columns
+
+
+def test_roc_table_runs_from_the_corner_to_the_corner_and_matches_the_auc() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    prob = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 100), 0, 1)
+    table = roc_table(pd.DataFrame({"label": labels, "prob_0": 1 - prob, "prob_1": prob}))
+    assert set(table["curve"]) == {"positive"}
+    assert (table["fpr"].iloc[0], table["tpr"].iloc[0]) == (0, 0)
+    assert (table["fpr"].iloc[-1], table["tpr"].iloc[-1]) == (1, 1)
+    assert np.trapezoid(table["tpr"], table["fpr"]) == pytest.approx(skm.roc_auc_score(labels, prob))
+
+
+def test_roc_table_has_one_curve_per_class_for_several_classes() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), 60)
+    frame = pd.DataFrame({"label": np.arange(60) % 3, **{f"prob_{k}": probs[:, k] for k in range(3)}})
+    assert sorted(roc_table(frame)["curve"].unique()) == ["class 0 vs rest", "class 1 vs rest", "class 2 vs rest"]

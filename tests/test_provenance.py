@@ -137,3 +137,67 @@ def test_git_state_in_a_scratch_repository(tmp_path: Path) -> None:
 
 def test_git_state_outside_a_repository(tmp_path: Path) -> None:
     assert provenance.git_state(tmp_path) == {"commit": None, "dirty": None}
+
+
+# --------------------------------------------------------------------------------------
+# Checksums of inputs reused from the record of the job that made them
+# --------------------------------------------------------------------------------------
+
+
+def _record_outputs(outputs: list[str], records_dir: Path) -> dict:
+    rec = provenance.job_record(
+        rule="make", wildcards={}, inputs=[], outputs=outputs, params={}, config={},
+        started=provenance.now(), code={}, records_dir=records_dir,
+    )  # fmt: skip
+    provenance.write_job_records(rec, records_dir)
+    return rec
+
+
+def test_an_untouched_input_reuses_the_checksum_of_its_record(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
+    Path("out/a.bin").write_bytes(b"payload")
+    rec = _record_outputs(["out/a.bin"], Path("prov"))
+    assert rec["outputs"]["out/a.bin"] == provenance.path_digest("out/a.bin")
+    # a recorded value the file could never hash to shows that it was reused, not recomputed
+    record_file = provenance.record_path("out/a.bin", "prov")
+    data = json.loads(record_file.read_text())
+    data["outputs"]["out/a.bin"] = "sha256:reused"
+    record_file.write_text(json.dumps(data))
+    assert provenance.input_digest("out/a.bin", "prov") == "sha256:reused"
+
+
+def test_a_rewritten_input_is_hashed_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
+    target = Path("out/a.bin")
+    target.write_bytes(b"payload")
+    _record_outputs(["out/a.bin"], Path("prov"))
+    target.write_bytes(b"tampered!")
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1_000_000))
+    assert provenance.input_digest("out/a.bin", "prov") == provenance.path_digest("out/a.bin")
+    assert provenance.input_digest("out/a.bin", "prov") != _sha("payload")
+
+
+def test_a_folder_input_with_a_new_file_is_hashed_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data/images").mkdir(parents=True)
+    Path("data/images/a.nii.gz").write_bytes(b"a")
+    rec = _record_outputs(["data"], Path("prov"))
+    assert provenance.input_digest("data", "prov") == rec["outputs"]["data"]
+    # Snakemake's own marker, written after the job, does not count as a change
+    Path("data/.snakemake_timestamp").touch()
+    assert provenance.stat_signature("data") == rec["stats"]["data"]
+    Path("data/images/b.nii.gz").write_bytes(b"b")
+    assert provenance.input_digest("data", "prov") != rec["outputs"]["data"]
+    assert provenance.input_digest("data", "prov") == provenance.path_digest("data")
+
+
+def test_an_input_without_a_record_is_hashed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("raw.csv").write_text("x\n")
+    assert provenance.input_digest("raw.csv", "prov") == _sha("x\n")
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

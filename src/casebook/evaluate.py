@@ -161,6 +161,20 @@ def prediction_table(index: pd.DataFrame, image_ids, probs: np.ndarray, threshol
     return table
 
 
+def roc_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The test-set ROC curve as data (``dvc plots``, reuse outside the pipeline): one
+    curve for two classes, one-vs-rest curves otherwise."""
+    n_classes = sum(c.startswith("prob_") for c in predictions.columns)
+    curves = [("positive", predictions["label"] == 1, predictions["prob_1"])] if n_classes == 2 else [
+        (f"class {k} vs rest", predictions["label"] == k, predictions[f"prob_{k}"]) for k in range(n_classes)
+    ]  # fmt: skip
+    frames = []
+    for name, truth, score in curves:
+        fpr, tpr, thresholds = skm.roc_curve(truth, score)
+        frames.append(pd.DataFrame({"curve": name, "fpr": fpr, "tpr": tpr, "threshold": thresholds}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def evaluate_stage(
     model_cfg: dict[str, Any],
     cfg: dict[str, Any],
@@ -203,6 +217,8 @@ def evaluate_stage(
         with atomic_path(outputs[key]) as tmp:
             tables[name].to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     write_json(outputs["metrics"], metrics)
+    with atomic_path(outputs["roc_data"]) as tmp:
+        roc_table(tables["test"]).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     figures.plot_roc(tables["test"], metrics, title, outputs["roc"])
     figures.plot_confusion(tables["test"], metrics["threshold"], class_names, title, outputs["confusion"])
     provenance.write_record(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import platform
 import subprocess
 import sys
@@ -112,19 +113,53 @@ RECORDS_DIR = "provenance"
 CODE_GLOBS = {"package": None, "scripts": "scripts/*.py", "workflow": "workflow/**/*"}
 
 
-def path_digest(path: str | Path) -> str:
-    """sha256 of a file, or of a folder's tree (relative names and contents, sorted).
+def _tree_files(path: Path) -> list[Path]:
+    """A folder's files, sorted, without Snakemake's marker in directory outputs
+    (``.snakemake_timestamp``, written after the job: not part of the data)."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")
 
-    Snakemake's own marker in directory outputs (``.snakemake_timestamp``, written after
-    the job) is not part of the data and is left out.
-    """
+
+def path_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's tree (relative names and contents, sorted)."""
     path = Path(path)
     if path.is_file():
         return f"sha256:{file_digest(path)}"
     digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
+    for item in _tree_files(path):
         digest.update(str(item.relative_to(path)).encode() + b"\0" + file_digest(item).encode() + b"\0")
     return f"tree-sha256:{digest.hexdigest()}"
+
+
+def stat_signature(path: str | Path) -> str:
+    """Size and modification time of a file, or of every file of a folder: cheap to
+    take, and it changes whenever a file is rewritten, so a checksum taken with the same
+    signature can be reused (as make, Snakemake and DVC trust mtimes)."""
+    path = Path(path)
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    digest = hashlib.sha256()
+    for item in _tree_files(path):
+        st = item.stat()
+        digest.update(f"{item.relative_to(path)}\0{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return f"tree:{digest.hexdigest()}"
+
+
+def input_digest(path: str | Path, records_dir: str | Path = RECORDS_DIR) -> str:
+    """The checksum of an input, reused from the record of the job that made it when
+    the file is untouched since (same stat signature): hashing a large data folder once
+    per downstream job cost more than some jobs. ``casebook audit`` always rehashes."""
+    record_file = record_path(path, records_dir)
+    if record_file.is_file():
+        try:
+            rec = json.loads(record_file.read_text())
+            key = Path(path).as_posix()
+            known = rec["outputs"][key]
+            if rec.get("stats", {}).get(key) == stat_signature(path):
+                return known
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable or older record: hash the file
+    return path_digest(path)
 
 
 def code_fingerprint(root: str | Path = ".") -> dict[str, str]:
@@ -157,6 +192,11 @@ def record_path(output: str | Path, records_dir: str | Path = RECORDS_DIR) -> Pa
     return Path(records_dir) / f"{Path(output).as_posix().strip('/')}.json"
 
 
+def summary_path(output: str | Path, records_dir: str | Path = RECORDS_DIR) -> Path:
+    """Where the report's provenance summary of ``output`` lives (reStructuredText)."""
+    return Path(records_dir) / f"{Path(output).as_posix().strip('/')}.rst"
+
+
 def job_record(
     *,
     rule: str,
@@ -167,14 +207,17 @@ def job_record(
     config: dict[str, Any],
     started: str,
     code: dict[str, Any],
+    records_dir: str | Path = RECORDS_DIR,
 ) -> dict[str, Any]:
     """Everything needed to say how a job's outputs were made (no patient identifiers:
     inputs are named by path and checksum only, and paths carry pseudonyms)."""
     return {
         "rule": rule,
         "wildcards": dict(wildcards),
-        "inputs": {str(p): path_digest(p) for p in inputs if Path(p).exists()},
+        "inputs": {str(p): input_digest(p, records_dir) for p in inputs if Path(p).exists()},
         "outputs": {str(p): path_digest(p) for p in outputs},
+        # read back by input_digest: lets downstream jobs reuse these checksums
+        "stats": {str(p): stat_signature(p) for p in outputs},
         "params": params,
         "config": config,
         "seed": config.get("seed"),

@@ -35,6 +35,7 @@ def logged(snakemake: Any) -> Iterator[None]:
             print(f"casebook: {type(exc).__name__}: {exc}", file=sys.__stderr__)
             raise
         provenance.write_job_records(_job_record(snakemake, started, code))
+        _write_summaries(snakemake)
 
 
 def _job_record(snakemake: Any, started: str, code: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +51,17 @@ def _job_record(snakemake: Any, started: str, code: dict[str, Any]) -> dict[str,
         started=started,
         code=code,
     )
+
+
+def _write_summaries(snakemake: Any) -> None:
+    """The short provenance summary of each output that the report captions include
+    (``provenance/<output>.rst``); written now, while the records upstream are at hand."""
+    from casebook.audit import summary_rst
+    from casebook.fileio import atomic_path
+
+    for output in snakemake.output:
+        with atomic_path(provenance.summary_path(str(output))) as tmp:
+            tmp.write_text(summary_rst(str(output)))
 
 
 def _limit_threads(threads: int) -> None:

@@ -67,6 +67,7 @@ wildcard_constraints:
 
 localrules:
     download,
+    raw_data,
 
 
 def cs_seed(cs):
@@ -131,6 +132,37 @@ def download_path(cs):
     if not entry.get("filename") or local_source(cs):
         return None
     return f"resources/{CASESTUDIES[cs]['dataset']['name']}/{entry['filename']}"
+
+
+def raw_files(cs):
+    """What a case study's data set puts under resources/: the download and, for an
+    archive, its extracted folder (all of resources/ is made by the raw_data target)."""
+    path = download_path(cs)
+    if path is None:
+        return []
+    dataset, filename = path.split("/")[1:]
+    return [path, f"resources/{dataset}/extracted/{filename}"] if is_archive(path) else [path]
+
+
+def inventory_params():
+    """Per data set of the configured case studies: where its raw data comes from."""
+    out = {}
+    for cs in CASESTUDIES:
+        ds, entry = CASESTUDIES[cs]["dataset"], dataset_entry(cs)
+        local = local_source(cs)
+        out[ds["name"]] = {
+            "access": entry["access"],
+            "source": "embedded" if entry["access"] == "embedded" else ("path" if local else ds.get("source", "url")),
+            "url": entry.get("url"),
+            "path": local or ds.get("path"),
+            "md5": ds.get("md5") or entry.get("md5"),
+            "files": raw_files(cs),
+            "generator": entry.get("generator"),
+            "params": ds.get("params", {}) if entry["access"] == "embedded" else {},
+            "licence": entry.get("licence"),
+            "citation": entry.get("citation"),
+        }
+    return out
 
 
 def download_params(wildcards):
@@ -260,4 +292,4 @@ def casestudy_targets(cs):
 
 
 def all_targets():
-    return [t for cs in CASESTUDIES for t in casestudy_targets(cs)]
+    return ["resources/inventory.json"] + [t for cs in CASESTUDIES for t in casestudy_targets(cs)]

@@ -14,6 +14,22 @@ rule download:
         "../../scripts/download.py"
 
 
+# The raw data of every configured case study, and an inventory of where each data set
+# came from. 'snakemake resources/inventory.json' fetches everything (on a login node);
+# DVC versions resources/ through it (dvc.yaml, stage raw_data).
+rule raw_data:
+    input:
+        lambda wc: sorted({p for cs in CASESTUDIES for p in raw_files(cs)}),
+    output:
+        "resources/inventory.json",
+    params:
+        datasets=lambda wc: inventory_params(),
+    log:
+        "logs/raw_data.log",
+    script:
+        "../../scripts/raw_data.py"
+
+
 rule extract:
     input:
         "resources/{dataset}/{filename}",

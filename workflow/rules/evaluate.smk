@@ -13,6 +13,7 @@ rule evaluate:
         val_predictions="results/{cs}/evaluation/{model}/fold_{fold}/predictions_val.tsv",
         metrics="results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
         provenance="results/{cs}/evaluation/{model}/fold_{fold}/provenance.json",
+        roc_data="results/{cs}/evaluation/{model}/fold_{fold}/roc.tsv",
         roc=report(
             "results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
             caption="../report/roc.rst",
