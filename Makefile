@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
 #   make run    create .venv, install, run the whole default DAG, build results/report.html
-#   make test   create .venv, install with test extras, run the test suite
+#   make test   create .venv, install with test extras (and SLURM + munge, as root), run the test suite
 # Override: make run CORES=8 SNAKEMAKE_ARGS="--configfile config/medmnist_pneumonia.yaml"
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,8 +26,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --quiet -e .
 	touch $@
 
+# the SLURM tests start a private one-node cluster from Debian's slurm-wlm and munge
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install --quiet -e ".[test]"
+	bash tests/install_slurm.sh
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,4 +16,6 @@ with logged(snakemake):  # noqa: F821
         preprocess=sm.params.preprocess,
         outputs=dict(sm.output.items()),
         wildcards=dict(sm.wildcards.items()),
+        # more than one GPU (config resources: train: gpu): one DDP process per GPU
+        processes=max(1, int(sm.resources.get("gpu", 0))),
     )

@@ -31,3 +31,21 @@ def test_lint_reports_only_the_documented_conda_lint(tmp_path):
     assert set(lints) == {"Specify a conda environment or container for each rule.:"} or set(lints) == {
         "Specify a conda environment or container for each rule."
     }
+
+
+def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
+    """The production profile loads and plans (no cluster needed for a dry run): small QC
+    jobs share one group job, evaluation and explanation of a model share another, and
+    every job carries the resources that config 'resources' gives its rule."""
+    import shutil
+
+    from workflow_helpers import REPO
+
+    workdir = copy_workflow(tmp_path)
+    shutil.copytree(REPO / "slurm", workdir / "slurm")
+    out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
+    assert out.count("Group job qc") == 4  # per case study: geometry + fingerprint, split + leakage check
+    assert out.count("Group job inference") == 3  # one per trained model
+    blocks = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):\n((?:    .*\n)+)", out)}
+    assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
+    assert "mem_mb=2000" not in blocks["ingest"] and "mem_mb=4000" in blocks["ingest"]

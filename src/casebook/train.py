@@ -3,7 +3,8 @@
 Deterministic on CPU (seeded, deterministic algorithms); CUDA when present. A
 checkpoint is written every epoch and a rerun resumes from it (same config only);
 the best epoch by validation AUC is kept as ``model.pt``; ``history.tsv`` has one row
-per epoch and ``metadata.json`` is the model card.
+per epoch and ``metadata.json`` is the model card. ``processes`` > 1 trains
+data-parallel (DistributedDataParallel) in that many processes: see casebook.distributed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from casebook import provenance
+from casebook import distributed, provenance
 from casebook.augment import build_augmentation
 from casebook.data import CachedImages, make_loader, rows_for
 from casebook.fileio import atomic_path, read_json, write_json
@@ -141,19 +142,51 @@ def fit(
     num_classes: int,
     resume_key: str = "",
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Train one model on one fold; return a summary (best epoch, best val AUC, ...).
 
     ``cfg`` holds ``network``, ``train`` and ``augment`` of the case study plus ``seed``
     and ``device``. ``resume_key`` identifies the config and data: a checkpoint made
     under another key is ignored rather than resumed.
+
+    ``processes`` > 1 trains data-parallel in that many worker processes (one GPU each
+    on CUDA): each sees its shard of every epoch with ``batch_size // processes`` per
+    batch, rank 0 validates on the whole validation set and writes every file, and
+    ``on_epoch_end`` runs in rank 0 (so it must be picklable). In a process that
+    torchrun started (see casebook.distributed) this trains as one rank.
     """
+    if processes > 1 and not distributed.is_worker():
+        kwargs = dict(images_path=images_path, index_path=index_path, splits_path=splits_path, fold=fold, out_dir=out_dir)
+        kwargs.update(num_classes=num_classes, resume_key=resume_key, on_epoch_end=on_epoch_end, processes=processes)
+        return distributed.launch(fit, processes, (cfg,), kwargs)  # each worker calls fit as one rank
+    ddp = distributed.init(processes, select_device(cfg.get("device", "auto"))) if distributed.is_worker() else None
+    try:
+        return _fit(
+            cfg,
+            images_path=images_path,
+            index_path=index_path,
+            splits_path=splits_path,
+            fold=fold,
+            out_dir=out_dir,
+            num_classes=num_classes,
+            resume_key=resume_key,
+            on_epoch_end=on_epoch_end,
+            ddp=ddp,
+        )
+    finally:
+        if ddp is not None:
+            ddp.close()
+
+
+def _fit(cfg, *, images_path, index_path, splits_path, fold, out_dir, num_classes, resume_key, on_epoch_end, ddp) -> dict[str, Any]:
+    """:func:`fit` in one process, or as one rank of a data-parallel run (``ddp``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
-    device = select_device(cfg.get("device", "auto"))
+    device = ddp.device if ddp else select_device(cfg.get("device", "auto"))
 
     images, _ = load_cache(images_path)
     index = pd.read_csv(index_path, sep="\t", dtype={"image_id": str, "patient_id": str})
@@ -164,18 +197,27 @@ def fit(
 
     augmentation = build_augmentation(cfg.get("augment"), spatial_dims)
     batch_size, workers = int(tcfg["batch_size"]), int(tcfg.get("num_workers", 0))
-    train_loader = make_loader(
-        CachedImages(images, train_labels, train_rows, augmentation),
-        batch_size=batch_size,
-        shuffle=True,
-        seed=seed,
-        num_workers=workers,
-        drop_last=len(train_rows) > batch_size,  # a batch of one breaks batch norm
-    )
+    train_data = CachedImages(images, train_labels, train_rows, augmentation)
+    if ddp:  # this rank's shard, batch_size // processes per batch
+        train_loader = ddp.loader(train_data, batch_size=batch_size, seed=seed, num_workers=workers)
+    else:
+        train_loader = make_loader(
+            train_data,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            num_workers=workers,
+            drop_last=len(train_rows) > batch_size,  # a batch of one breaks batch norm
+        )
     val_loader = make_loader(CachedImages(images, val_labels, val_rows), batch_size=batch_size * 2, shuffle=False)
 
     model = build_network(cfg["network"], spatial_dims=spatial_dims, in_channels=images.shape[1], num_classes=num_classes)
     model.to(device)
+    if ddp:
+        model = ddp.wrap(model)
+        if ddp.rank:  # its own random stream for augmentation (rank 0 keeps the one-process stream)
+            _seed_rng(seed + ddp.rank)
+    net = model.module if ddp else model  # what is saved, so that model.pt loads in one process
     epochs = int(tcfg["epochs"])
     optimizer = make_optimizer(model.parameters(), tcfg)
     scheduler = make_scheduler(optimizer, tcfg, epochs)
@@ -185,17 +227,33 @@ def fit(
     state = {"epoch": 0, "best_auc": -np.inf, "best_epoch": 0, "history": []}
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
-        state = _resume(ckpt_path, resume_key, model, optimizer, scheduler, train_loader, state)
-    if state["epoch"] == 0:  # a fresh start must not inherit a best model of an earlier run
+        state = _resume(ckpt_path, resume_key, net, optimizer, scheduler, train_loader, state, ddp)
+    if state["epoch"] == 0 and (ddp is None or ddp.is_main):  # a fresh start must not inherit a best model of an earlier run
         (out_dir / BEST).unlink(missing_ok=True)
 
-    bar = tqdm(range(state["epoch"] + 1, epochs + 1), desc=f"train fold {fold}", unit="epoch", initial=state["epoch"], total=epochs)
+    bar = tqdm(
+        range(state["epoch"] + 1, epochs + 1),
+        desc=f"train fold {fold}",
+        unit="epoch",
+        initial=state["epoch"],
+        total=epochs,
+        disable=bool(ddp and not ddp.is_main),
+    )
     for epoch in bar:
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        rank_rng = None
+        if ddp:
+            train_loader.sampler.set_epoch(epoch)  # another shuffle every epoch, the same on every rank
         train_loss = train_epoch(model, train_loader, optimizer, loss_fn, device)
         scheduler.step()
-        probs, labels = predict(model, val_loader, device)
+        if ddp:
+            train_loss = ddp.mean(train_loss)  # equal shards: the mean over the whole epoch
+            rank_rng = ddp.gather(_rng_state(train_loader))  # every rank's, to resume exactly
+            if not ddp.is_main:  # rank 0 validates and writes the files meanwhile
+                ddp.barrier()
+                continue
+        probs, labels = predict(net, val_loader, device)
         val_loss = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(labels)))
         row = {
             "epoch": epoch,
@@ -210,23 +268,27 @@ def fit(
         state["epoch"] = epoch
         if row["val_auc"] > state["best_auc"]:
             state["best_auc"], state["best_epoch"] = row["val_auc"], epoch
-            _save(out_dir / BEST, {"state_dict": model.state_dict(), "epoch": epoch, "val_auc": row["val_auc"]})
-        _save_checkpoint(ckpt_path, resume_key, model, optimizer, scheduler, train_loader, state)
+            _save(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": epoch, "val_auc": row["val_auc"]})
+        _save_checkpoint(ckpt_path, resume_key, net, optimizer, scheduler, train_loader, state, rank_rng)
         _write_history(out_dir / "history.tsv", state["history"])
         bar.set_postfix(loss=f"{train_loss:.3f}", val_auc=f"{row['val_auc']:.3f}")
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        if ddp:
+            ddp.barrier()
 
+    if ddp and not ddp.is_main:
+        return ddp.broadcast(None)  # rank 0's summary, once it has written the outputs
     if not (out_dir / BEST).exists():  # every validation AUC was NaN (one class only)
-        _save(out_dir / BEST, {"state_dict": model.state_dict(), "epoch": state["epoch"], "val_auc": float("nan")})
+        _save(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": state["epoch"], "val_auc": float("nan")})
     with atomic_path(out_dir / "model.pt") as tmp:
         shutil.copyfile(out_dir / BEST, tmp)
     # a finished run is not resumed: a forced rerun (snakemake --forcerun train) retrains
     state["complete"] = True
-    _save_checkpoint(ckpt_path, resume_key, model, optimizer, scheduler, train_loader, state)
+    _save_checkpoint(ckpt_path, resume_key, net, optimizer, scheduler, train_loader, state)
     _write_history(out_dir / "history.tsv", state["history"])
-    return {
+    summary = {
         "best_epoch": state["best_epoch"],
         "best_val_auc": state["best_auc"],
         "epochs": epochs,
@@ -237,6 +299,10 @@ def fit(
         "spatial_dims": spatial_dims,
         "seconds": float(sum(r["seconds"] for r in state["history"])),
     }
+    if ddp:
+        summary.update(device=device.type, processes=ddp.world_size)
+        return ddp.broadcast(summary)
+    return summary
 
 
 def fold_split(splits: dict[str, Any], fold: int, where: str | Path = "splits.json") -> dict[str, list[str]]:
@@ -260,22 +326,41 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
         pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _save_checkpoint(path, resume_key, model, optimizer, scheduler, loader, state) -> None:
-    _save(
-        path,
-        {
-            "resume_key": resume_key,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "loader_generator": loader.generator.get_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "state": state,
-        },
-    )
+def _save_checkpoint(path, resume_key, model, optimizer, scheduler, loader, state, rank_rng=None) -> None:
+    ckpt = {
+        "resume_key": resume_key,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        **_rng_state(loader),
+        "state": state,
+    }
+    if rank_rng is not None:  # data-parallel: the random state of every rank
+        ckpt["rank_rng"] = rank_rng
+    _save(path, ckpt)
 
 
-def _resume(path, resume_key, model, optimizer, scheduler, loader, state) -> dict[str, Any]:
+def _rng_state(loader) -> dict[str, Any]:
+    return {
+        "loader_generator": loader.generator.get_state(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+
+
+def _set_rng_state(saved: dict[str, Any], loader) -> None:
+    loader.generator.set_state(saved["loader_generator"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    np.random.set_state(saved["rng"]["numpy"])
+    random.setstate(saved["rng"]["python"])
+
+
+def _seed_rng(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _resume(path, resume_key, model, optimizer, scheduler, loader, state, ddp=None) -> dict[str, Any]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("resume_key") != resume_key:
         log.warning("%s was made with another config or data; starting afresh", path)
@@ -286,10 +371,13 @@ def _resume(path, resume_key, model, optimizer, scheduler, loader, state) -> dic
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
-    loader.generator.set_state(ckpt["loader_generator"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
-    random.setstate(ckpt["rng"]["python"])
+    _set_rng_state(ckpt, loader)
+    if ddp is not None:
+        rank_rng = ckpt.get("rank_rng") or []
+        if len(rank_rng) == ddp.world_size:
+            _set_rng_state(rank_rng[ddp.rank], loader)
+        elif ddp.rank:  # made with another number of processes: continue, though not as that run would have
+            _seed_rng(int(ckpt["state"]["epoch"]) * 1000 + ddp.rank)
     log.info("resuming from %s after epoch %d", path, ckpt["state"]["epoch"])
     return ckpt["state"]
 
@@ -328,6 +416,7 @@ def model_card(
         "intended_use": "Research and teaching (book case study). Not a medical device; not for clinical use.",
         "package_versions": versions,
         "device": summary["device"],
+        "processes": summary.get("processes", 1),  # data-parallel ranks (one per GPU)
     }
 
 
@@ -349,8 +438,12 @@ def train_stage(
     preprocess: dict[str, Any],
     outputs: dict[str, str],
     wildcards: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """The train rule: fit, then write the model card and the provenance record."""
+    """The train rule: fit, then write the model card and the provenance record.
+
+    ``processes`` > 1: data-parallel training (e.g. the rule's ``gpu`` resource), see :func:`fit`.
+    """
     started, code = provenance.now(), provenance.git_state()
     inputs = [images, index, splits, str(Path(dataset_dir) / "manifest.tsv")]
     sums = provenance.checksums(inputs)
@@ -365,7 +458,10 @@ def train_stage(
         num_classes=len(class_names),
         # the device is where it runs, not what it computes: a GPU run may resume a CPU one
         resume_key=resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
+        processes=processes,
     )
+    if not distributed.is_main_process():  # under torchrun: rank 0 writes the card and record
+        return summary
     versions = provenance.package_versions()
     card = model_card(name=name, cfg=cfg, summary=summary, class_names=class_names, preprocess=preprocess, versions=versions)
     write_json(outputs["card"], card)

@@ -65,9 +65,17 @@ wildcard_constraints:
     filename="[^/]+",
 
 
+# Light jobs run where Snakemake runs (on a cluster: the login node, which also has the
+# internet that compute nodes often lack): downloads, the inventory, figures, the summary.
 localrules:
+    all,
     download,
     raw_data,
+    figure_fingerprint,
+    figure_samples,
+    figure_split,
+    figure_training,
+    summarize,
 
 
 def cs_seed(cs):
@@ -75,10 +83,31 @@ def cs_seed(cs):
     return config["seed"] if seed is None else seed
 
 
-def resource(rule, key, default):
-    """A rule's resource from config 'resources', falling back to 'default', then to default."""
+# Fallbacks when config 'resources' names neither the rule nor a 'default'.
+BASE_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60}
+
+
+def rule_settings(rule):
+    """A rule's row of config 'resources': its own entry over 'default' over the base."""
     table = config.get("resources", {})
-    return table.get(rule, {}).get(key, table.get("default", {}).get(key, default))
+    return {**BASE_RESOURCES, **table.get("default", {}), **table.get(rule, {})}
+
+
+def rule_threads(rule):
+    return int(rule_settings(rule)["threads"])
+
+
+def rule_resources(rule):
+    """The resources of a rule from config (one place for a site: memory, wall time,
+    GPUs and GPU model, SLURM partition, account, constraint). Memory and wall time grow
+    with each retry (the SLURM profile sets 'retries'), so a job killed for running out
+    of either is resubmitted with more: attempt n asks for 1 + growth * (n - 1) times."""
+    growth = float(config.get("retry_growth", 0.5))
+    out = {k: v for k, v in rule_settings(rule).items() if k != "threads"}
+    for key in ("mem_mb", "runtime"):
+        base = out[key]
+        out[key] = lambda wc, attempt, base=base: int(base * (1 + growth * (attempt - 1)))
+    return out
 
 
 # ---- data -------------------------------------------------------------------------

@@ -10,6 +10,9 @@ rule download:
         spec=download_params,
     log:
         "logs/download/{dataset}/{filename}.log",
+    threads: rule_threads("download")
+    resources:
+        **rule_resources("download"),
     script:
         "../../scripts/download.py"
 
@@ -26,6 +29,9 @@ rule raw_data:
         datasets=lambda wc: inventory_params(),
     log:
         "logs/raw_data.log",
+    threads: rule_threads("raw_data")
+    resources:
+        **rule_resources("raw_data"),
     script:
         "../../scripts/raw_data.py"
 
@@ -37,10 +43,9 @@ rule extract:
         directory("resources/{dataset}/extracted/{filename}"),
     log:
         "logs/extract/{dataset}/{filename}.log",
-    threads: lambda wc: resource("extract", "threads", 1)
+    threads: rule_threads("extract")
     resources:
-        mem_mb=lambda wc: resource("extract", "mem_mb", 2000),
-        runtime=lambda wc: resource("extract", "runtime", 120),
+        **rule_resources("extract"),
     script:
         "../../scripts/extract.py"
 
@@ -56,10 +61,9 @@ rule ingest:
         "logs/{cs}/ingest.log",
     benchmark:
         "results/{cs}/benchmarks/ingest.tsv"
-    threads: lambda wc: resource("ingest", "threads", 1)
+    threads: rule_threads("ingest")
     resources:
-        mem_mb=lambda wc: resource("ingest", "mem_mb", 4000),
-        runtime=lambda wc: resource("ingest", "runtime", 60),
+        **rule_resources("ingest"),
     script:
         "../../scripts/ingest.py"
 
@@ -71,6 +75,11 @@ rule check_geometry:
         "results/{cs}/qc/geometry.json",
     log:
         "logs/{cs}/check_geometry.log",
+    group:
+        "qc"
+    threads: rule_threads("check_geometry")
+    resources:
+        **rule_resources("check_geometry"),
     script:
         "../../scripts/check_geometry.py"
 
@@ -86,10 +95,11 @@ rule fingerprint:
         "logs/{cs}/fingerprint.log",
     benchmark:
         "results/{cs}/benchmarks/fingerprint.tsv"
-    threads: lambda wc: resource("fingerprint", "threads", 1)
+    group:
+        "qc"
+    threads: rule_threads("fingerprint")
     resources:
-        mem_mb=lambda wc: resource("fingerprint", "mem_mb", 4000),
-        runtime=lambda wc: resource("fingerprint", "runtime", 60),
+        **rule_resources("fingerprint"),
     script:
         "../../scripts/fingerprint.py"
 
@@ -105,6 +115,11 @@ rule split:
         seed=lambda wc: cs_seed(wc.cs),
     log:
         "logs/{cs}/split.log",
+    group:
+        "qc"
+    threads: rule_threads("split")
+    resources:
+        **rule_resources("split"),
     script:
         "../../scripts/split.py"
 
@@ -117,5 +132,10 @@ rule check_leakage:
         "results/{cs}/split/leakage_check.json",
     log:
         "logs/{cs}/check_leakage.log",
+    group:
+        "qc"
+    threads: rule_threads("check_leakage")
+    resources:
+        **rule_resources("check_leakage"),
     script:
         "../../scripts/check_leakage.py"

@@ -37,10 +37,10 @@ rule evaluate:
         "logs/{cs}/evaluate/{model}/fold_{fold}.log",
     benchmark:
         "results/{cs}/benchmarks/evaluate/{model}/fold_{fold}.tsv"
-    threads: lambda wc: resource("evaluate", "threads", 1)
+    group:
+        "inference"
+    threads: rule_threads("evaluate")
     resources:
-        mem_mb=lambda wc: resource("evaluate", "mem_mb", 4000),
-        runtime=lambda wc: resource("evaluate", "runtime", 60),
-        gpu=lambda wc: resource("evaluate", "gpu", 0),
+        **rule_resources("evaluate"),
     script:
         "../../scripts/evaluate.py"

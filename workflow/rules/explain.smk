@@ -26,10 +26,10 @@ rule explain:
         "logs/{cs}/explain/{model}/fold_{fold}.log",
     benchmark:
         "results/{cs}/benchmarks/explain/{model}/fold_{fold}.tsv"
-    threads: lambda wc: resource("explain", "threads", 1)
+    group:
+        "inference"
+    threads: rule_threads("explain")
     resources:
-        mem_mb=lambda wc: resource("explain", "mem_mb", 4000),
-        runtime=lambda wc: resource("explain", "runtime", 60),
-        gpu=lambda wc: resource("explain", "gpu", 0),
+        **rule_resources("explain"),
     script:
         "../../scripts/explain.py"

@@ -14,6 +14,9 @@ rule figure_fingerprint:
         ),
     log:
         "logs/{cs}/figures/fingerprint.log",
+    threads: rule_threads("figure_fingerprint")
+    resources:
+        **rule_resources("figure_fingerprint"),
     script:
         "../../scripts/figure_fingerprint.py"
 
@@ -36,6 +39,9 @@ rule figure_samples:
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     log:
         "logs/{cs}/figures/samples.log",
+    threads: rule_threads("figure_samples")
+    resources:
+        **rule_resources("figure_samples"),
     script:
         "../../scripts/figure_samples.py"
 
@@ -56,6 +62,9 @@ rule figure_split:
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     log:
         "logs/{cs}/figures/split.log",
+    threads: rule_threads("figure_split")
+    resources:
+        **rule_resources("figure_split"),
     script:
         "../../scripts/figure_split.py"
 
@@ -76,6 +85,9 @@ rule figure_training:
         title=lambda wc: f"{wc.model}, fold {wc.fold}",
     log:
         "logs/{cs}/figures/{model}/fold_{fold}/training.log",
+    threads: rule_threads("figure_training")
+    resources:
+        **rule_resources("figure_training"),
     script:
         "../../scripts/figure_training.py"
 
@@ -105,5 +117,8 @@ rule summarize:
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     log:
         "logs/{cs}/figures/summary.log",
+    threads: rule_threads("summarize")
+    resources:
+        **rule_resources("summarize"),
     script:
         "../../scripts/summarize.py"

@@ -14,9 +14,8 @@ rule preprocess:
         "logs/{cs}/preprocess.log",
     benchmark:
         "results/{cs}/benchmarks/preprocess.tsv"
-    threads: lambda wc: resource("preprocess", "threads", 1)
+    threads: rule_threads("preprocess")
     resources:
-        mem_mb=lambda wc: resource("preprocess", "mem_mb", 4000),
-        runtime=lambda wc: resource("preprocess", "runtime", 60),
+        **rule_resources("preprocess"),
     script:
         "../../scripts/preprocess.py"

@@ -21,10 +21,8 @@ rule train:
         "logs/{cs}/train/{model}/fold_{fold}.log",
     benchmark:
         "results/{cs}/benchmarks/train/{model}/fold_{fold}.tsv"
-    threads: lambda wc: resource("train", "threads", 2)
+    threads: rule_threads("train")
     resources:
-        mem_mb=lambda wc: resource("train", "mem_mb", 8000),
-        runtime=lambda wc: resource("train", "runtime", 240),
-        gpu=lambda wc: resource("train", "gpu", 0),
+        **rule_resources("train"),
     script:
         "../../scripts/train.py"

@@ -1,0 +1,125 @@
+"""`snakemake --profile slurm` on a real one-node SLURM cluster (tests/slurm_cluster.py).
+
+The whole tiny pipeline goes through the production profile
+(slurm/config.yaml) with only two test flags on the command line: squeue as the status
+command (there is no slurmdbd, so sacct fails) and a short wait before the first status
+check. A training job is cancelled mid-run with scancel; the profile's retry resubmits
+it with more memory, it resumes from its checkpoint, and the metrics are byte for byte
+those of a local run of the same config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from slurm_cluster import SlurmCluster
+from workflow_helpers import REPO, copy_workflow, edit_yaml, make_tiny, snakemake
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slurm,
+    pytest.mark.skipif(not SlurmCluster.available(), reason=str(SlurmCluster.why_unavailable())),
+]
+
+RUN = "pneumonia_cxr/models/densenet_small/fold_0"
+TRAIN_COMMENT = "rule_train_wildcards_pneumonia_cxr_densenet_small_0"  # sbatch --comment of that job
+TRAIN_LOG = "logs/pneumonia_cxr/train/densenet_small/fold_0.log"
+EPOCHS = 16  # long enough to cancel the job mid-run (about a second per epoch)
+CANCEL_AFTER_EPOCH = 3
+# test-only settings, on the command line so that slurm/config.yaml stays production-ready
+TEST_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2")
+
+
+def prepare(dest: Path) -> Path:
+    workdir = copy_workflow(dest)
+    shutil.copytree(REPO / "slurm", workdir / "slurm")
+    make_tiny(workdir)
+    edit_yaml(workdir / "config/casestudies/pneumonia_cxr.yaml", lambda cs: cs["train"].update(epochs=EPOCHS))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    workdir = prepare(tmp_path_factory.mktemp("local"))
+    snakemake(workdir)
+    return workdir
+
+
+def train_jobs(cluster: SlurmCluster) -> list[dict[str, str]]:
+    """The training jobs this cluster has seen, oldest first (the comment names the rule)."""
+    out = cluster.run("squeue", "-h", "--states=all", "-o", "%i|%k|%T").stdout
+    jobs = [dict(zip(("id", "comment", "state"), line.split("|"))) for line in out.splitlines() if line.strip()]
+    return sorted((j for j in jobs if j["comment"] == TRAIN_COMMENT), key=lambda j: int(j["id"]))
+
+
+def last_epoch(log: Path) -> int:
+    epochs = re.findall(r"INFO epoch (\d+):", log.read_text(errors="replace")) if log.is_file() else []
+    return max(map(int, epochs), default=0)
+
+
+def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_resumes(cluster, local_run, tmp_path):
+    workdir = prepare(tmp_path / "cluster_run")
+    env = {**cluster.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{cluster.env['PATH']}", "MPLBACKEND": "Agg"}
+    console = tmp_path / "snakemake.out"
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", *TEST_FLAGS]
+    with open(console, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            # wait until the training job is running and past a few epochs, then cancel it
+            deadline = time.monotonic() + 300
+            while not (train_jobs(cluster) and last_epoch(workdir / TRAIN_LOG) >= CANCEL_AFTER_EPOCH):
+                assert proc.poll() is None, console.read_text()[-5000:]
+                assert time.monotonic() < deadline, console.read_text()[-5000:] + cluster.log_tails()
+                time.sleep(0.5)
+            first = train_jobs(cluster)[0]
+            first_info = cluster.scontrol_show_job(int(first["id"]))
+            cluster.run("scancel", first["id"])
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = console.read_text()
+    assert proc.returncode == 0, text[-6000:] + cluster.log_tails()
+
+    # every job went through sbatch: Snakemake names the SLURM job ids, SLURM kept their logs
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
+    assert len(submitted) >= 12, text[-4000:]  # ingest, preprocess, qc groups, 3 trainings + 1 retry, inference
+    slurm_logs = {p.stem for p in (workdir / "logs/slurm").rglob("*.log")}
+    assert set(submitted) <= slurm_logs
+
+    # the training job asked for the (fake) GPU that config 'resources' gives it
+    assert "gpu:1" in first_info.get("TresPerJob", "") + first_info.get("TresPerNode", "") + first_info.get("JOB_GRES", "")
+
+    # cancelled, resubmitted by the profile's retries with 1.5x the memory, resumed from its checkpoint
+    jobs = train_jobs(cluster)
+    assert [j["state"] for j in jobs] == ["CANCELLED", "COMPLETED"], jobs
+    second_info = cluster.scontrol_show_job(int(jobs[1]["id"]))
+    assert first_info["MinMemoryNode"] == "8000M" and second_info["MinMemoryNode"] == "12000M"
+    resumed = re.search(r"resuming from \S+ after epoch (\d+)", (workdir / TRAIN_LOG).read_text())
+    assert resumed and int(resumed.group(1)) >= CANCEL_AFTER_EPOCH
+
+    # the interrupted cluster run ends exactly where the uninterrupted local run did
+    compared = 0
+    for pattern in ("results/*/evaluation/*/fold_*/metrics.json", "results/*/evaluation/*/fold_*/predictions.tsv", "results/*/split/splits.json"):
+        for local in sorted(local_run.glob(pattern)):
+            path = local.relative_to(local_run)
+            assert (workdir / path).read_bytes() == local.read_bytes(), path
+            compared += 1
+    assert compared == 3 + 3 + 2
+    assert (workdir / "results/pneumonia_cxr/figures/model_comparison.png").is_file()
+    history = [pd.read_csv(run / f"results/{RUN}/history.tsv", sep="\t").drop(columns="seconds") for run in (workdir, local_run)]
+    pd.testing.assert_frame_equal(*history, check_exact=True)
