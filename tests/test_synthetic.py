@@ -44,8 +44,9 @@ def _separation_auc(labels, scores) -> float:
 # ----------------------------------------------------------------- shared behaviour
 
 
-def test_registry_names_both_generators():
-    assert GENERATORS == {"cxr": generate_cxr, "nodule_ct": generate_nodule_ct}
+def test_registry_names_the_classification_generators():
+    assert GENERATORS["cxr"] is generate_cxr and GENERATORS["nodule_ct"] is generate_nodule_ct
+    assert {"brain_mri", "abdomen_ct"} <= set(GENERATORS)  # segmentation (tests/test_synthetic_seg.py)
     assert CLASS_NAMES["cxr"] == ["normal", "pneumonia"]
     assert CLASS_NAMES["nodule_ct"] == ["benign", "malignant"]
 

@@ -98,7 +98,7 @@ def rule_threads(rule):
 
 
 def rule_resources(rule):
-    """The resources of a rule from config (one place for a site: memory, wall time,
+    """Resources of one rule, from config (one place for a site: memory, wall time,
     GPUs and GPU model, SLURM partition, account, constraint). Memory and wall time grow
     with each retry (the SLURM profile sets 'retries'), so a job killed for running out
     of either is resubmitted with more: attempt n asks for 1 + growth * (n - 1) times."""

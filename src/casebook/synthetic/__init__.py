@@ -1,9 +1,13 @@
 """Seeded synthetic datasets: the pipeline's embedded default data.
 
 Each generator yields :class:`casebook.layout.Record` objects, deterministic in its
-arguments, with a patient structure (several similar images per patient, one label per
-patient) and lesion masks. Their difficulty knobs are tuned so that the pipeline's small
-DenseNet reaches a test AUC of roughly 0.90-0.98 (see ``benchmarks/tune_synthetic.py``).
+arguments. The classification generators (``cxr``, ``nodule_ct``) have a patient
+structure (several similar images per patient, one label per patient) and lesion masks;
+their difficulty knobs are tuned so that the pipeline's small DenseNet reaches a test AUC
+of roughly 0.90-0.98 (see ``benchmarks/tune_synthetic.py``). The segmentation generators
+(``brain_mri``: four MRI sequences with a BraTS-style tumour label map; ``abdomen_ct``:
+HU volumes with liver, kidneys, spleen and lesions) give one volume per subject with a
+voxel label map and a brain or body mask as region of interest.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from casebook.layout import Record
+from casebook.synthetic.abdomen_ct import CLASS_NAMES as ABDOMEN_CT_CLASS_NAMES
+from casebook.synthetic.abdomen_ct import generate_abdomen_ct
+from casebook.synthetic.brain_mri import CLASS_NAMES as BRAIN_MRI_CLASS_NAMES
+from casebook.synthetic.brain_mri import generate_brain_mri
 from casebook.synthetic.cxr import CLASS_NAMES as CXR_CLASS_NAMES
 from casebook.synthetic.cxr import generate_cxr
 from casebook.synthetic.nodule_ct import CLASS_NAMES as NODULE_CT_CLASS_NAMES
@@ -20,19 +28,28 @@ from casebook.synthetic.nodule_ct import generate_nodule_ct
 GENERATORS: dict[str, Callable[..., Iterator[Record]]] = {
     "cxr": generate_cxr,
     "nodule_ct": generate_nodule_ct,
+    "brain_mri": generate_brain_mri,
+    "abdomen_ct": generate_abdomen_ct,
 }
 
 #: Generator name -> class names (index = label).
 CLASS_NAMES: dict[str, list[str]] = {
     "cxr": CXR_CLASS_NAMES,
     "nodule_ct": NODULE_CT_CLASS_NAMES,
+    # segmentation generators: voxel label names indexed by label value
+    "brain_mri": BRAIN_MRI_CLASS_NAMES,
+    "abdomen_ct": ABDOMEN_CT_CLASS_NAMES,
 }
 
 __all__ = [
+    "ABDOMEN_CT_CLASS_NAMES",
+    "BRAIN_MRI_CLASS_NAMES",
     "CLASS_NAMES",
     "CXR_CLASS_NAMES",
     "GENERATORS",
     "NODULE_CT_CLASS_NAMES",
+    "generate_abdomen_ct",
+    "generate_brain_mri",
     "generate_cxr",
     "generate_nodule_ct",
 ]
