@@ -34,9 +34,19 @@ if [ "${EUID:-$(id -u)}" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# The packages' services must not start (the tests run private daemons): a policy-rc.d
+# that forbids starting any, for the duration of the install, unless one exists already.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 # slurm-wlm is a metapackage pulling slurmctld, slurmd and slurm-client; listing them
 # explicitly keeps the install working even if recommends/metapackage contents change.
-apt-get install -y -qq --no-install-recommends \
-    slurm-wlm slurmctld slurmd slurm-client munge
-echo "install_slurm.sh: installed $(_version)"
+if apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+    slurm-wlm slurmctld slurmd slurm-client munge; then
+    echo "install_slurm.sh: installed $(_version)"
+else
+    echo "install_slurm.sh: WARNING: apt-get could not install slurm-wlm and munge;" >&2
+    echo "  the SLURM integration tests will be skipped (pytest -ra says why)." >&2
+fi

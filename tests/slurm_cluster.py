@@ -210,8 +210,9 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MailProg=/bin/true
-# Keep finished jobs in squeue for 5 minutes: status checks without sacct rely on that.
-MinJobAge=300
+# Keep finished jobs in squeue for an hour: status checks without sacct rely on that,
+# and so do the tests that read a cancelled job's state after the run.
+MinJobAge=3600
 ReturnToService=2
 KillWait=5
 # Start batch jobs on the next scheduler pass (~1 s), not up to 3 s later.

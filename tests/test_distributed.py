@@ -20,7 +20,16 @@ import torch
 from casebook import distributed
 from casebook.train import BEST, CHECKPOINT, HISTORY_COLUMNS, fit, load_model
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread in this process while the workers train (restored afterwards, so
+    that later test modules keep their own setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 N_IMAGES = 48
 EPOCHS = 4

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,7 +78,8 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
     console = tmp_path / "snakemake.out"
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", *TEST_FLAGS]
     with open(console, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # its own session: on failure the whole group goes (Snakemake and its local jobs)
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             # wait until the training job is running and past a few epochs, then cancel it
             deadline = time.monotonic() + 300
@@ -91,7 +93,8 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
             proc.wait(timeout=600)
         finally:
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     text = console.read_text()
     assert proc.returncode == 0, text[-6000:] + cluster.log_tails()
 

@@ -266,7 +266,8 @@ def summary_rst(path: str | Path, *, records_dir: str | Path = RECORDS_DIR) -> s
     if record is None:
         raise AuditError(f"{path}: no provenance record in {records_dir}/")
     code = record.get("code", {})
-    commit = (code.get("commit") or "not in a git repository")[:12] + (" (uncommitted changes)" if code.get("dirty") else "")
+    commit = code["commit"][:12] if code.get("commit") else "not in a git repository"
+    commit += " (uncommitted changes)" if code.get("dirty") else ""
     env = record.get("environment", {})
     packages = env.get("packages", {})
     device = env.get("device", {})

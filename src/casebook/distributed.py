@@ -233,6 +233,7 @@ def launch(
             "LOCAL_WORLD_SIZE": str(processes),
             "OMP_NUM_THREADS": str(threads),
             "PYTHONUNBUFFERED": "1",
+            "CASEBOOK_LAUNCHER_PID": str(os.getpid()),
         }
         workers = [_Worker(rank, job, env) for rank in range(processes)]
         try:
@@ -313,8 +314,13 @@ def _failure_message(workers: list[_Worker], tmp: Path) -> str:
 
 
 def _exit_with_parent(every: float = 1.0) -> None:
-    """End this worker if its launcher dies (killed without the chance to stop it)."""
-    parent = os.getppid()
+    """End this worker if its launcher dies (killed without the chance to stop it).
+
+    The launcher's pid comes from the environment: a launcher that died before this
+    worker started would otherwise leave it watching its new parent (init) forever."""
+    parent = int(os.environ.get("CASEBOOK_LAUNCHER_PID") or os.getppid())
+    if os.getppid() != parent:  # the launcher is already gone
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:

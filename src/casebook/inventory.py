@@ -1,6 +1,6 @@
 """``resources/inventory.json``: where every raw data set of a run came from.
 
-One entry per data set of the configured case studies: access (open, registration,
+One entry per configured case study, naming its data set: access (open, registration,
 embedded), the source actually used (a URL, a local path read in place, or the embedded
 generator and its parameters), the registry's md5, licence and citation, and the files
 under ``resources/`` with their sizes. The file is the target that fetches all raw data
@@ -25,18 +25,19 @@ def _size(path: Path) -> int:
 
 
 def inventory(datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The inventory of ``datasets`` (as the workflow's ``inventory_params`` gives them);
-    every listed file must exist, else the error names it."""
+    """The inventory of ``datasets`` (case study -> its data set's source, as the
+    workflow's ``inventory_params`` gives them); every listed file must exist, else the
+    error names it."""
     out: dict[str, Any] = {}
     for name, spec in sorted(datasets.items()):
         files = {}
         for file in spec.get("files", []):
             path = Path(file)
             if not path.exists():
-                raise FileNotFoundError(f"{file}: raw file of data set {name!r} is missing")
+                raise FileNotFoundError(f"{file}: raw file of data set {spec.get('dataset', name)!r} is missing")
             files[file] = {"bytes": _size(path), "kind": "file" if path.is_file() else "folder"}
         out[name] = {**{k: v for k, v in spec.items() if k != "files" and v not in (None, {}, [])}, "files": files}
-    return {"datasets": out}
+    return {"casestudies": out}
 
 
 def inventory_stage(datasets: dict[str, dict[str, Any]], output: str | Path) -> None:

@@ -29,13 +29,13 @@ def logged(snakemake: Any) -> Iterator[None]:
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
         try:
             yield
+            provenance.write_job_records(_job_record(snakemake, started, code))
+            _write_summaries(snakemake)
         except Exception as exc:
             traceback.print_exc(file=fh)
             # one line on the console too, naming the problem, for users without --show-failed-logs
             print(f"casebook: {type(exc).__name__}: {exc}", file=sys.__stderr__)
             raise
-        provenance.write_job_records(_job_record(snakemake, started, code))
-        _write_summaries(snakemake)
 
 
 def _job_record(snakemake: Any, started: str, code: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _job_record(snakemake: Any, started: str, code: dict[str, Any]) -> dict[str,
         rule=snakemake.rule,
         wildcards=dict(snakemake.wildcards.items()),
         inputs=[str(p) for p in snakemake.input],
-        outputs=[str(p) for p in snakemake.output],
+        outputs=_made_outputs(snakemake),
         params=json.loads(json.dumps(dict(snakemake.params.items()), default=str)),
         config={key: config.get(key) for key in ("seed", "device", "registry")},
         started=started,
@@ -59,9 +59,16 @@ def _write_summaries(snakemake: Any) -> None:
     from casebook.audit import summary_rst
     from casebook.fileio import atomic_path
 
-    for output in snakemake.output:
-        with atomic_path(provenance.summary_path(str(output))) as tmp:
-            tmp.write_text(summary_rst(str(output)))
+    for output in _made_outputs(snakemake):
+        with atomic_path(provenance.summary_path(output)) as tmp:
+            tmp.write_text(summary_rst(output))
+
+
+def _made_outputs(snakemake: Any) -> list[str]:
+    """The job's outputs, less the provenance summaries that report rules declare as
+    outputs (``provenance/...rst``): those describe the others and have no record."""
+    records = provenance.RECORDS_DIR.rstrip("/") + "/"
+    return [str(p) for p in snakemake.output if not str(p).startswith(records)]
 
 
 def _limit_threads(threads: int) -> None:

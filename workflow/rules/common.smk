@@ -87,6 +87,13 @@ def cs_seed(cs):
 BASE_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60}
 
 
+def summary_of(path):
+    """The provenance summary of a reported figure (provenance/<figure>.rst): written by
+    the job that makes the figure, included by its report caption. Declared as an output,
+    so that a missing summary makes its figure again rather than break the report."""
+    return f"provenance/{path}.rst"
+
+
 def rule_settings(rule):
     """A rule's row of config 'resources': its own entry over 'default' over the base."""
     table = config.get("resources", {})
@@ -174,12 +181,14 @@ def raw_files(cs):
 
 
 def inventory_params():
-    """Per data set of the configured case studies: where its raw data comes from."""
+    """Per case study: its data set and where the raw data comes from (keyed by case
+    study, as two case studies may read one data set with different parameters)."""
     out = {}
     for cs in CASESTUDIES:
         ds, entry = CASESTUDIES[cs]["dataset"], dataset_entry(cs)
         local = local_source(cs)
-        out[ds["name"]] = {
+        out[cs] = {
+            "dataset": ds["name"],
             "access": entry["access"],
             "source": "embedded" if entry["access"] == "embedded" else ("path" if local else ds.get("source", "url")),
             "url": entry.get("url"),

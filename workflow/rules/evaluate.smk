@@ -28,6 +28,8 @@ rule evaluate:
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "figure": "confusion matrix"},
         ),
+        roc_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/roc.png"),
+        confusion_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/confusion.png"),
     params:
         model=lambda wc: model_config(wc.cs, wc.model),
         evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),

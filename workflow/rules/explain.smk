@@ -16,6 +16,7 @@ rule explain:
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "figure": "Grad-CAM"},
         ),
+        grid_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/gradcam.png"),
         summary="results/{cs}/explain/{model}/fold_{fold}/cam_in_mask.json",
     params:
         model=lambda wc: model_config(wc.cs, wc.model),

@@ -12,6 +12,7 @@ rule figure_fingerprint:
             subcategory="data",
             labels={"figure": "data set fingerprint (QC)"},
         ),
+        summary=summary_of("results/{cs}/figures/fingerprint.png"),
     log:
         "logs/{cs}/figures/fingerprint.log",
     threads: rule_threads("figure_fingerprint")
@@ -34,6 +35,7 @@ rule figure_samples:
             subcategory="data",
             labels={"figure": "sample images"},
         ),
+        summary=summary_of("results/{cs}/figures/samples.png"),
     params:
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
@@ -57,6 +59,7 @@ rule figure_split:
             subcategory="data",
             labels={"figure": "patient-level split"},
         ),
+        summary=summary_of("results/{cs}/figures/split.png"),
     params:
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
@@ -81,6 +84,7 @@ rule figure_training:
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "figure": "training curves"},
         ),
+        summary=summary_of("results/{cs}/figures/{model}/fold_{fold}/training_curves.png"),
     params:
         title=lambda wc: f"{wc.model}, fold {wc.fold}",
     log:
@@ -111,6 +115,8 @@ rule summarize:
             subcategory="summary",
             labels={"figure": "test metrics table"},
         ),
+        figure_summary=summary_of("results/{cs}/figures/model_comparison.png"),
+        table_summary=summary_of("results/{cs}/summary.html"),
         tsv="results/{cs}/summary.tsv",
     params:
         runs=lambda wc: [f"{m}/fold_{f}" for m, f in runs(wc.cs)],

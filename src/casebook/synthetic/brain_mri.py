@@ -10,7 +10,7 @@ lateral ventricles, the interhemispheric fissure and, in one hemisphere, a tumou
 * a tumour core of irregular shape, made of a necrotic core (NCR) surrounded by an
   enhancing rim (ET) of irregular thickness;
 * peritumoural edema (ED) around the core, with finger-like extensions that spread along
-  the white matter. The edema always surrounds the core completely.
+  the white matter. The edema surrounds the core (where the core reaches the brain edge, it is cut there).
 
 Sequence contrasts follow the usual appearance: CSF is dark on T1 and FLAIR and bright
 on T2; WM is brighter than GM on T1 and darker on T2/FLAIR; edema is bright on T2 and
