@@ -12,7 +12,6 @@ import random
 import re
 import socket
 import stat
-import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -25,6 +25,8 @@ from casebook.train import (
 )
 from casebook.models import build_network
 
+from tiny_cache import write_tiny_cache
+
 torch.set_num_threads(1)
 
 N_IMAGES = 48
@@ -34,25 +36,8 @@ AUGMENT = {"flip": {"axes": [0, 1], "p": 0.5}, "noise": {"p": 0.5, "std": 0.1}, 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> dict[str, Path]:
-    """A preprocessed cache as preprocess/split write it: 2D 16x16 images, class 1 has
-    a bright 4x4 blob somewhere; two images (one per class) per patient."""
-    root = tmp_path_factory.mktemp("cache")
-    rng = np.random.default_rng(0)
-    labels = np.arange(N_IMAGES) % 2
-    images = rng.normal(0, 1, (N_IMAGES, 1, 16, 16)).astype(np.float32)
-    for i in np.flatnonzero(labels == 1):
-        y, x = rng.integers(2, 10, 2)
-        images[i, 0, y : y + 4, x : x + 4] += 3.0
-    np.save(root / "images.npy", images)
-    ids = [f"img{i:03d}" for i in range(N_IMAGES)]
-    index = pd.DataFrame(
-        {"row": np.arange(N_IMAGES), "image_id": ids, "patient_id": [f"p{i // 2:03d}" for i in range(N_IMAGES)], "label": labels, "has_mask": False}
-    )
-    index.to_csv(root / "index.tsv", sep="\t", index=False)
-    train, val = ids[:32], ids[32:]
-    splits = {"method": "test", "seed": 0, "test": [], "folds": [{"train": train, "val": val}, {"train": val, "val": train}]}
-    (root / "splits.json").write_text(json.dumps(splits))
-    return {"images_path": root / "images.npy", "index_path": root / "index.tsv", "splits_path": root / "splits.json"}
+    """The tiny cache of tests/tiny_cache.py: 32 training and 16 validation images."""
+    return write_tiny_cache(tmp_path_factory.mktemp("cache"), N_IMAGES)
 
 
 def _cfg(epochs: int, *, lr: float = 1e-2, seed: int = 0, augment=None) -> dict:

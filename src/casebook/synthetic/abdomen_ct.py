@@ -49,11 +49,6 @@ from scipy import ndimage
 
 from casebook.layout import Record
 from casebook.synthetic.brain_mri import (
-    IDENTITY_DIRECTION,
-    _as_images,
-    _check_fraction,
-    _check_geometry,
-    _checksum,
     _direction_field,
     _ellipsoid,
     _grid,
@@ -62,7 +57,8 @@ from casebook.synthetic.brain_mri import (
     _random_rotation_small,
     _soft,
 )
-from casebook.synthetic.nodule_ct import HU_MAX, HU_MIN, _correlated_noise, _sigmoid
+from casebook.synthetic.nodule_ct import HU_MAX, HU_MIN, _correlated_noise, _sigmoid, _uniform
+from casebook.synthetic.patients import checked_fraction, checked_geometry, subject_volumes
 
 #: Channel names (one CT channel).
 CHANNEL_NAMES = ["CT"]
@@ -79,8 +75,6 @@ Range = tuple[float, float]
 _SUBSLICES = 3
 
 
-def _uniform(rng: np.random.Generator, bounds: Range) -> float:
-    return float(rng.uniform(bounds[0], bounds[1]))
 
 
 def _ellipse2d(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, edge: float) -> np.ndarray:
@@ -333,34 +327,21 @@ def generate_abdomen_ct(
     noise_hu
         Range of the per-subject noise standard deviation (HU).
     """
-    size, spacing = _check_geometry(size, spacing)
-    if n_patients < 0:
-        raise ValueError(f"n_patients must be >= 0, got {n_patients}")
+    size, spacing = checked_geometry(size, spacing)
     lo, hi = (int(v) for v in liver_lesion_count)
     if not 1 <= lo <= hi:
         raise ValueError(f"liver_lesion_count must be (lo, hi) with 1 <= lo <= hi, got {liver_lesion_count}")
     knobs = {
-        "liver_lesion_fraction": _check_fraction("liver_lesion_fraction", liver_lesion_fraction),
+        "liver_lesion_fraction": checked_fraction("liver_lesion_fraction", liver_lesion_fraction),
         "liver_lesion_count": (lo, hi),
         "liver_lesion_diameter_mm": liver_lesion_diameter_mm,
-        "kidney_lesion_fraction": _check_fraction("kidney_lesion_fraction", kidney_lesion_fraction),
+        "kidney_lesion_fraction": checked_fraction("kidney_lesion_fraction", kidney_lesion_fraction),
         "kidney_lesion_diameter_mm": kidney_lesion_diameter_mm,
         "noise_hu": noise_hu,
     }
-    for index in range(n_patients):
-        rng = np.random.default_rng([seed, 8, index])
+
+    def render(rng):
         image, label, roi, origin = _render_subject(size, spacing, rng, knobs)
-        subject = f"abdomen_p{index:04d}"
-        sitk_image, sitk_label, sitk_roi = _as_images(image[None], label, roi, spacing, origin)
-        yield Record(
-            image_id=subject,
-            patient_id=subject,
-            label=None,
-            image=sitk_image,
-            spacing=spacing,
-            mask=sitk_label,
-            origin=origin,
-            direction=IDENTITY_DIRECTION,
-            roi=sitk_roi,
-            source_checksum=_checksum(image, label),
-        )
+        return image[None], label, roi, origin
+
+    yield from subject_volumes("abdomen", 8, n_patients=n_patients, seed=seed, spacing=spacing, render=render)

@@ -41,15 +41,14 @@ Every subject is drawn from ``numpy.random.default_rng([seed, 7, index])``: subj
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from casebook.layout import Record
-from casebook.synthetic.nodule_ct import _random_rotation, _random_unit_vectors, _sigmoid
+from casebook.synthetic.nodule_ct import _random_rotation, _random_unit_vectors, _sigmoid, _uniform
+from casebook.synthetic.patients import checked_fraction, checked_geometry, subject_volumes
 
 #: Sequence (channel) names, in channel order.
 CHANNEL_NAMES = ["T1", "T1c", "T2", "FLAIR"]
@@ -61,9 +60,6 @@ LABEL_NAMES = {0: "background", 1: "necrotic core", 2: "edema", 4: "enhancing tu
 CLASS_NAMES = [LABEL_NAMES.get(value, "unused") for value in range(max(LABEL_NAMES) + 1)]
 
 Range = tuple[float, float]
-
-#: Identity direction cosines: LPS axes.
-IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 #: Nominal semi-axes (x, y, z) of the head's outer surface, mm.
 _HEAD_MM = np.array([72.0, 90.0, 66.0])
@@ -83,8 +79,6 @@ _TISSUE = {
 _TISSUE_ORDER = list(_TISSUE)
 
 
-def _uniform(rng: np.random.Generator, bounds: Range) -> float:
-    return float(rng.uniform(bounds[0], bounds[1]))
 
 
 def _grid(
@@ -157,11 +151,6 @@ def _pick_voxel(candidates: np.ndarray, rng: np.random.Generator) -> tuple[int, 
     return tuple(int(i) for i in np.unravel_index(flat[rng.integers(flat.size)], candidates.shape))
 
 
-def _checksum(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _paint(image: np.ndarray, occupancy: np.ndarray, values: np.ndarray) -> None:
@@ -326,37 +315,10 @@ def _random_rotation_small(rng: np.random.Generator, degrees: float) -> np.ndarr
     return rz @ ry @ rx
 
 
-def _as_images(image_czyx: np.ndarray, label: np.ndarray, roi: np.ndarray, spacing, origin):
-    """SimpleITK images on one grid: the (vector) image, the label map and the roi."""
-    if image_czyx.shape[0] == 1:
-        image = sitk.GetImageFromArray(image_czyx[0])
-    else:
-        image = sitk.GetImageFromArray(np.moveaxis(image_czyx, 0, -1), isVector=True)
-    image.SetSpacing(tuple(float(s) for s in spacing))
-    image.SetOrigin(origin)
-    image.SetDirection(IDENTITY_DIRECTION)
-    masks = []
-    for array in (label, roi):
-        mask = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8))
-        mask.CopyInformation(image)
-        masks.append(mask)
-    return image, masks[0], masks[1]
 
 
-def _check_geometry(size, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    if len(size) != 3 or len(spacing) != 3:
-        raise ValueError(f"size and spacing must have 3 entries (x, y, z), got {size} and {spacing}")
-    size = tuple(int(n) for n in size)
-    spacing = tuple(float(s) for s in spacing)
-    if min(size) < 8 or min(spacing) <= 0:
-        raise ValueError(f"size must be >= 8 voxels and spacing > 0 along every axis, got {size} and {spacing}")
-    return size, spacing
 
 
-def _check_fraction(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
 
 
 def generate_brain_mri(
@@ -395,31 +357,17 @@ def generate_brain_mri(
     bias
         Range of the bias field's strength (standard deviation of its logarithm).
     """
-    size, spacing = _check_geometry(size, spacing)
-    if n_patients < 0:
-        raise ValueError(f"n_patients must be >= 0, got {n_patients}")
+    size, spacing = checked_geometry(size, spacing)
     knobs = {
-        "tumour_fraction": _check_fraction("tumour_fraction", tumour_fraction),
+        "tumour_fraction": checked_fraction("tumour_fraction", tumour_fraction),
         "core_radius_mm": core_radius_mm,
         "rim_mm": rim_mm,
         "edema_margin_mm": edema_margin_mm,
         "noise": noise,
         "bias": bias,
     }
-    for index in range(n_patients):
-        rng = np.random.default_rng([seed, 7, index])
-        image, label, brain, origin = _render_subject(size, spacing, rng, knobs)
-        subject = f"brain_p{index:04d}"
-        sitk_image, sitk_label, sitk_roi = _as_images(image, label, brain, spacing, origin)
-        yield Record(
-            image_id=subject,
-            patient_id=subject,
-            label=None,
-            image=sitk_image,
-            spacing=spacing,
-            mask=sitk_label,
-            origin=origin,
-            direction=IDENTITY_DIRECTION,
-            roi=sitk_roi,
-            source_checksum=_checksum(image, label),
-        )
+
+    def render(rng):
+        return _render_subject(size, spacing, rng, knobs)
+
+    yield from subject_volumes("brain", 7, n_patients=n_patients, seed=seed, spacing=spacing, render=render)
