@@ -56,8 +56,9 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], int], tio.Transform | None]] = {
 POLICY_KEYS = tuple(_BUILDERS)
 
 
-def build_augmentation(policy: dict[str, Any] | None, spatial_dims: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A callable mapping a (C, *spatial) tensor to an augmented one, or None."""
+def build_transform(policy: dict[str, Any] | None, spatial_dims: int) -> tio.Transform | None:
+    """The TorchIO transform of a policy, or None when it has nothing to apply. Applied
+    to a ``tio.Subject``, its spatial transforms move a label map with its image."""
     if not policy:
         return None
     unknown = set(policy) - set(POLICY_KEYS)
@@ -70,9 +71,14 @@ def build_augmentation(policy: dict[str, Any] | None, spatial_dims: int) -> Call
             built = _BUILDERS[key](cfg, spatial_dims)
             if built is not None:
                 transforms.append(built)
-    if not transforms:
+    return tio.Compose(transforms) if transforms else None
+
+
+def build_augmentation(policy: dict[str, Any] | None, spatial_dims: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A callable mapping a (C, *spatial) tensor to an augmented one, or None."""
+    compose = build_transform(policy, spatial_dims)
+    if compose is None:
         return None
-    compose = tio.Compose(transforms)
 
     def apply(tensor: torch.Tensor) -> torch.Tensor:
         if spatial_dims == 2:

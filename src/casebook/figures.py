@@ -68,15 +68,18 @@ def plot_confusion(predictions: pd.DataFrame, threshold: float, class_names: Seq
 
 
 def plot_history(history: pd.DataFrame, best_epoch: int, title: str, path: str | Path) -> None:
-    """Training and validation loss, validation AUC, and the learning rate per epoch."""
+    """Training and validation loss, the validation score (AUC for a classifier, mean
+    foreground Dice for a segmentation model), and the learning rate per epoch."""
+    segmentation = "val_dice" in history.columns
+    score, name = ("val_dice", "Dice") if segmentation else ("val_auc", "AUC")
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(history["epoch"], history["train_loss"], label="train loss")
     ax_loss.plot(history["epoch"], history["val_loss"], label="validation loss")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy")
+    ax_loss.set(xlabel="epoch", ylabel="Dice + cross-entropy" if segmentation else "cross-entropy")
     ax_loss.legend(fontsize=8)
-    ax_auc.plot(history["epoch"], history["val_auc"], c="C2", label="validation AUC")
+    ax_auc.plot(history["epoch"], history[score], c="C2", label=f"validation {name}")
     ax_auc.axvline(best_epoch, c="grey", ls=":", label=f"best epoch {best_epoch}")
-    ax_auc.set(xlabel="epoch", ylabel="AUC")
+    ax_auc.set(xlabel="epoch", ylabel=name)
     ax_lr = ax_auc.twinx()
     ax_lr.plot(history["epoch"], history["lr"], c="C3", alpha=0.5, lw=1)
     ax_lr.set_ylabel("learning rate", color="C3")

@@ -8,6 +8,8 @@ from snakemake.utils import validate
 
 from casebook.config import deep_merge, schema_problems
 from casebook.ingest import REAL_DATA_ADAPTERS
+from casebook.models import NETWORKS
+from casebook.segmentation.networks import SEG_NETWORKS
 from casebook.registry import load_registry, resolve
 
 CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
@@ -261,6 +263,23 @@ def is_segmentation(cs):
     return CASESTUDIES[cs].get("task") == "segmentation"
 
 
+def cs_pattern(names):
+    """A wildcard constraint matching exactly these case studies ("(?!)" matches none)."""
+    return "|".join(names) if names else "(?!)"
+
+
+# classification and segmentation rules write the same paths (models/<model>/fold_<k>/...);
+# each family's rules are constrained to its own case studies
+SEGMENTATION_CS = cs_pattern([cs for cs in CASESTUDIES if is_segmentation(cs)])
+CLASSIFICATION_CS = cs_pattern([cs for cs in CASESTUDIES if not is_segmentation(cs)])
+
+
+def preprocess_seg_params(cs):
+    """What per-case segmentation preprocessing depends on (not the training settings)."""
+    cfg = CASESTUDIES[cs].get("segmentation", {})
+    return {"spacing": cfg.get("spacing", "auto"), "crop_margin": cfg.get("crop_margin", 2)}
+
+
 def preprocess_input(wildcards):
     """The data, and the plan only where a setting is 'auto' (a new fingerprint must not
     rerun preprocessing, and all training after it, for nothing)."""
@@ -280,13 +299,22 @@ def model_config(cs, model):
     if model not in study["models"]:
         raise WorkflowError(f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}")
     spec = study["models"][model]
+    known = SEG_NETWORKS if is_segmentation(cs) else NETWORKS
+    if spec["network"]["name"] not in known:
+        raise WorkflowError(
+            f"case study {cs!r}, model {model!r}: network {spec['network']['name']!r} is not a "
+            f"{study.get('task', 'classification')} network; choose one of {sorted(known)}"
+        )
     # the device is an execution setting, not a parameter: scripts read it from config
-    return {
+    out = {
         "network": spec["network"],
         "train": copy.deepcopy(spec["train"]),
         "augment": study.get("augment", {}),
         "seed": config["seed"],
     }
+    if is_segmentation(cs):  # patch size, sampling and sliding-window settings
+        out["segmentation"] = study.get("segmentation", {})
+    return out
 
 
 def model_dir(cs, model, fold):
@@ -310,7 +338,7 @@ def casestudy_targets(cs):
         f"results/{cs}/figures/fingerprint.png",
     ]
     if is_segmentation(cs):
-        return data
+        return data + segmentation_targets(cs)
     out = data + [
         f"results/{cs}/figures/samples.png",
         f"results/{cs}/figures/split.png",
@@ -324,6 +352,23 @@ def casestudy_targets(cs):
             f"results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
             f"results/{cs}/evaluation/{model}/fold_{fold}/confusion.png",
             f"results/{cs}/explain/{model}/fold_{fold}/gradcam.png",
+            f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
+        ]
+    return out
+
+
+def segmentation_targets(cs):
+    out = [
+        f"results/{cs}/figures/dice_boxplot.png",
+        f"results/{cs}/figures/model_comparison.png",
+        f"results/{cs}/summary.html",
+    ]
+    for model, fold in runs(cs):
+        out += [
+            f"{model_dir(cs, model, fold)}/metadata.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/overlays.png",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
     return out

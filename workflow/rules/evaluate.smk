@@ -35,6 +35,8 @@ rule evaluate:
         evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/evaluate/{model}/fold_{fold}.log",
     benchmark:

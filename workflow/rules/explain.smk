@@ -23,6 +23,8 @@ rule explain:
         explain=lambda wc: CASESTUDIES[wc.cs].get("explain", {}),
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/explain/{model}/fold_{fold}.log",
     benchmark:

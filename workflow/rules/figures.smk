@@ -39,6 +39,8 @@ rule figure_samples:
     params:
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/figures/samples.log",
     threads: rule_threads("figure_samples")
@@ -121,6 +123,8 @@ rule summarize:
     params:
         runs=lambda wc: [f"{m}/fold_{f}" for m, f in runs(wc.cs)],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/figures/summary.log",
     threads: rule_threads("summarize")

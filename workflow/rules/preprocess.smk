@@ -10,6 +10,8 @@ rule preprocess:
         index="results/{cs}/preprocess/index.tsv",
     params:
         preprocess=lambda wc: CASESTUDIES[wc.cs]["preprocess"],
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/preprocess.log",
     benchmark:

@@ -17,6 +17,8 @@ rule train:
         model=lambda wc: model_config(wc.cs, wc.model),
         preprocess=lambda wc: CASESTUDIES[wc.cs]["preprocess"],
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/train/{model}/fold_{fold}.log",
     benchmark:

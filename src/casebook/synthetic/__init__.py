@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from casebook.layout import Record
+from casebook.synthetic import abdomen_ct, brain_mri
 from casebook.synthetic.abdomen_ct import CLASS_NAMES as ABDOMEN_CT_CLASS_NAMES
 from casebook.synthetic.abdomen_ct import generate_abdomen_ct
 from casebook.synthetic.brain_mri import CLASS_NAMES as BRAIN_MRI_CLASS_NAMES
@@ -41,12 +42,20 @@ CLASS_NAMES: dict[str, list[str]] = {
     "abdomen_ct": ABDOMEN_CT_CLASS_NAMES,
 }
 
+#: Generator name -> what ingest records in dataset.json beside the images: channel
+#: names and voxel label names (segmentation generators only).
+INFO: dict[str, dict] = {
+    "brain_mri": {"channel_names": brain_mri.CHANNEL_NAMES, "labels": brain_mri.LABEL_NAMES},
+    "abdomen_ct": {"channel_names": abdomen_ct.CHANNEL_NAMES, "labels": abdomen_ct.LABEL_NAMES},
+}
+
 __all__ = [
     "ABDOMEN_CT_CLASS_NAMES",
     "BRAIN_MRI_CLASS_NAMES",
     "CLASS_NAMES",
     "CXR_CLASS_NAMES",
     "GENERATORS",
+    "INFO",
     "NODULE_CT_CLASS_NAMES",
     "generate_abdomen_ct",
     "generate_brain_mri",
