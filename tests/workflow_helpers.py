@@ -33,8 +33,14 @@ def edit_yaml(path: Path, update) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def make_tiny(workdir: Path) -> None:
-    """Shrink both default case studies so that the whole DAG runs in about a minute."""
+SEGMENTATION_CASESTUDIES = ("config/casestudies/brain_tumour_mri.yaml", "config/casestudies/abdomen_ct.yaml")
+
+
+def make_tiny(workdir: Path, *, segmentation: bool = False) -> None:
+    """Shrink the default case studies so that the whole DAG runs in about a minute.
+
+    The segmentation case studies are left out unless ``segmentation`` is set (then
+    shrunk too): tests of the classification DAG should not pay for 3D training."""
 
     def cxr(cs):
         cs["dataset"]["params"].update(n_patients=60, size=32)
@@ -52,6 +58,27 @@ def make_tiny(workdir: Path) -> None:
 
     edit_yaml(workdir / "config/casestudies/pneumonia_cxr.yaml", cxr)
     edit_yaml(workdir / "config/casestudies/nodule_ct.yaml", ct)
+    if segmentation:
+        make_tiny_segmentation(workdir)
+    else:
+        edit_yaml(
+            workdir / "config/config.yaml",
+            lambda c: c.update(casestudies=[p for p in c["casestudies"] if p not in SEGMENTATION_CASESTUDIES]),
+        )
+
+
+def make_tiny_segmentation(workdir: Path) -> None:
+    """Shrink both segmentation case studies: 8 small volumes, 16^3 patches, 2 epochs."""
+
+    def shrink(cs, size, spacing):
+        cs["dataset"]["params"].update(n_patients=8, size=size, spacing=spacing)
+        cs["split"].update(k=3, test_fraction=0.25)
+        cs["segmentation"].update(max_patch_voxels=4096, samples_per_volume=2)
+        cs["train"].update(epochs=2, batch_size=2)
+        cs["evaluate"]["n_bootstrap"] = 50
+
+    edit_yaml(workdir / "config/casestudies/brain_tumour_mri.yaml", lambda cs: shrink(cs, [32, 32, 24], [6.0, 6.0, 7.0]))
+    edit_yaml(workdir / "config/casestudies/abdomen_ct.yaml", lambda cs: shrink(cs, [32, 32, 16], [10.0, 10.0, 15.0]))
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ for images and (z, y, x) for labels.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,7 +48,10 @@ class Case:
 
 def reorient(image: sitk.Image) -> sitk.Image:
     """The image turned to the canonical orientation (a permutation and flips of the
-    axes, no interpolation); physical positions are unchanged."""
+    axes, no interpolation); physical positions are unchanged. An image already in it
+    is returned as it is: DICOMOrient would copy it anyway (the cost of a whole pass)."""
+    if np.allclose(image.GetDirection(), np.eye(image.GetDimension()).ravel(), atol=1e-6):
+        return image
     return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
 
 
@@ -120,6 +124,8 @@ def label_lut(label_values: Sequence[int]) -> np.ndarray:
 def to_classes(label: np.ndarray, label_values: Sequence[int], where: str) -> np.ndarray:
     """Voxel label values to contiguous class indices; an unexpected value is an error
     naming the case and the value."""
+    if not np.issubdtype(label.dtype, np.integer) or (label.size and (label.min() < 0 or label.max() > 255)):
+        raise ValueError(f"{where}: a label map must hold integers 0-255, this one is {label.dtype} in [{label.min()}, {label.max()}]")
     classes = label_lut(label_values)[label]
     if (classes == 255).any():
         bad = sorted(set(np.unique(label[classes == 255]).tolist()))
@@ -159,6 +165,8 @@ def preprocess_case(
     if roi is not None:
         index, size = foreground_box(sitk.GetArrayViewFromImage(roi) > 0, crop_margin)
         image, label, roi = (None if x is None else crop(x, index, size) for x in (image, label, roi))
+    if not (intensity["scheme"] == "zscore" and intensity.get("use_roi")):
+        roi = None  # cropped already; resampling it too would be wasted work
     if spacing is not None:
         image = resample_to_spacing(image, spacing, is_label=False)
         label, roi = (
@@ -240,9 +248,38 @@ def preprocess_stage(
     spacing = plan["spacing"] if cfg.get("spacing", "auto") == "auto" else cfg.get("spacing")
     values = label_values_of(class_names)
     manifest = read_manifest(root / "manifest.tsv")
-    has_roi = "roi" in manifest.columns
+    # written beside the output and renamed at the end: a case that fails half-way
+    # leaves no folder of some cases to be mistaken for the whole
     out = Path(cases_out)
-    out.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        cases = _preprocess_rows(root, manifest, plan, spacing, values, cfg, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    shapes = np.array([c["shape"] for c in cases.values()], dtype=np.float64)
+    seg_plan = {
+        "spacing": [float(s) for s in (spacing or plan["median_spacing"])],
+        "spacing_array_order": [float(s) for s in (spacing or plan["median_spacing"])][::-1],
+        "intensity": plan["intensity"],
+        "label_values": values,
+        "class_names": [class_names[v] for v in values],
+        "channel_names": plan.get("channel_names", []),
+        "median_shape": [float(s) for s in np.median(shapes, axis=0)],
+        "cases": cases,
+    }
+    write_json(plan_out, seg_plan)
+    log.info("preprocessed %d cases at spacing %s, median shape %s", len(cases), seg_plan["spacing"], seg_plan["median_shape"])
+    return seg_plan
+
+
+def _preprocess_rows(root: Path, manifest, plan, spacing, values, cfg, out: Path) -> dict[str, Any]:
+    """Preprocess every manifest row into ``out``; each case's grid and crop, by id."""
+    has_roi = "roi" in manifest.columns
     cases: dict[str, Any] = {}
     for row in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="preprocess", unit="case"):
         image = _read(root / row.image)
@@ -265,17 +302,4 @@ def preprocess_stage(
         if case.label is not None:
             np.save(out / f"{row.image_id}_label.npy", case.label)
         cases[row.image_id] = {"shape": list(case.image.shape[1:]), "has_label": case.label is not None, **case.geometry, "crop": case.crop}
-    shapes = np.array([c["shape"] for c in cases.values()], dtype=np.float64)
-    seg_plan = {
-        "spacing": [float(s) for s in (spacing or plan["median_spacing"])],
-        "spacing_array_order": [float(s) for s in (spacing or plan["median_spacing"])][::-1],
-        "intensity": plan["intensity"],
-        "label_values": values,
-        "class_names": [class_names[v] for v in values],
-        "channel_names": plan.get("channel_names", []),
-        "median_shape": [float(s) for s in np.median(shapes, axis=0)],
-        "cases": cases,
-    }
-    write_json(plan_out, seg_plan)
-    log.info("preprocessed %d cases at spacing %s, median shape %s", len(cases), seg_plan["spacing"], seg_plan["median_shape"])
-    return seg_plan
+    return cases

@@ -84,6 +84,9 @@ def patch_loader(subjects: list[tio.Subject], patch: list[int], cfg: dict[str, A
         num_workers=0,  # workers would each re-seed; a small CPU run gains nothing from them
         shuffle_subjects=True,
         shuffle_patches=True,
+        # no draw from the random stream at construction: a resumed run restores the
+        # stream after building the loader, and must draw exactly what the first run drew
+        start_background=False,
     )
     return DataLoader(queue, batch_size=int(cfg["batch_size"]), num_workers=0)  # the queue does the loading
 
@@ -99,7 +102,7 @@ def train_epoch(model, loader, optimizer, loss_fn, device, amp: bool) -> float:
             loss = loss_fn(model(image), label)
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(image)
+        total += loss.item() * len(image)
         count += len(image)
     return total / max(count, 1)
 
@@ -260,7 +263,12 @@ def model_card(*, name: str, cfg: dict[str, Any], summary: dict[str, Any], seg_p
             "patch_size": summary["patch_size"],
             "spacing_mm": seg_plan["spacing"],
             "format": "float32 tensor (C, z, y, x), SimpleITK array order, canonical LPS orientation",
-            "preprocessing": {"intensity": seg_plan["intensity"], "crop": "region of interest", **cfg.get("segmentation", {})},
+            "preprocessing": {
+                "orientation": "LPS",
+                "crop": f"region of interest + {cfg.get('segmentation', {}).get('crop_margin', 2)} voxels",
+                "spacing_mm": seg_plan["spacing"],
+                "intensity": seg_plan["intensity"],
+            },
         },
         "output": {"type": "softmax probabilities per class", "class_names": seg_plan["class_names"], "label_values": seg_plan["label_values"]},
         "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
