@@ -14,11 +14,16 @@ pytestmark = pytest.mark.integration
 def test_default_dag_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(snakemake(workdir, "--dry-run").stdout)
-    # two case studies; three models (two for the chest X-rays, one for the nodules)
-    for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage", "preprocess", "summarize"):
+    # four case studies: two classifications with three models (two for the chest X-rays,
+    # one for the nodules), two segmentations with two models each
+    for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
+        assert jobs.get(rule) == 4, (rule, jobs)
+    for rule in ("preprocess", "summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
-    for rule in ("train", "evaluate", "explain", "figure_training"):
+    for rule in ("train", "evaluate", "explain"):
         assert jobs.get(rule) == 3, (rule, jobs)
+    assert jobs.get("train_seg") == jobs.get("evaluate_seg") == 4, jobs
+    assert jobs.get("figure_training") == 7, jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
@@ -44,8 +49,9 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     workdir = copy_workflow(tmp_path)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
-    assert out.count("Group job qc") == 4  # per case study: geometry + fingerprint, split + leakage check
-    assert out.count("Group job inference") == 3  # one per trained model
+    assert out.count("Group job qc") == 8  # per case study: geometry + fingerprint, split + leakage check
+    assert out.count("Group job inference") == 3  # one per trained classifier
     blocks = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):\n((?:    .*\n)+)", out)}
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
+    assert "gpu=1" in blocks["train_seg"] and "mem_mb=8000" in blocks["train_seg"]  # the train rule's row
     assert "mem_mb=2000" not in blocks["ingest"] and "mem_mb=4000" in blocks["ingest"]

@@ -152,7 +152,8 @@ def preprocess_case(
     crop_margin: int = 2,
     name: str = "case",
 ) -> Case:
-    """Reorient, crop to the region of interest, resample and normalise one case.
+    """Reorient, crop to the region of interest (or the nonzero voxels), resample and
+    normalise one case.
 
     ``spacing`` is the target (x, y, z) in mm, None to keep the image's. Labels follow
     the image's grid at every step (nearest neighbour), and their values become class
@@ -161,10 +162,16 @@ def preprocess_case(
     image = reorient(image)
     label = None if label is None else reorient(label)
     roi = None if roi is None else reorient(roi)
-    index, size = [0] * image.GetDimension(), list(image.GetSize())
+    # the region of interest (brain, body) where there is one, else the nonzero voxels of
+    # any channel, as nnU-Net crops (skull-stripped MRI is 0 outside the brain; CT air
+    # is -1000, so a CT without a body mask keeps its whole field of view)
     if roi is not None:
-        index, size = foreground_box(sitk.GetArrayViewFromImage(roi) > 0, crop_margin)
-        image, label, roi = (None if x is None else crop(x, index, size) for x in (image, label, roi))
+        region = sitk.GetArrayViewFromImage(roi) > 0
+    else:
+        array = sitk.GetArrayViewFromImage(image)
+        region = (array != 0).any(axis=-1) if image.GetNumberOfComponentsPerPixel() > 1 else array != 0
+    index, size = foreground_box(region, crop_margin)
+    image, label, roi = (None if x is None else crop(x, index, size) for x in (image, label, roi))
     if not (intensity["scheme"] == "zscore" and intensity.get("use_roi")):
         roi = None  # cropped already; resampling it too would be wasted work
     if spacing is not None:
