@@ -517,3 +517,52 @@ def test_preprocess_stage_writes_brain_cases_and_plan(brain_dataset, brain_prepr
         assert meta["crop"]["size"] == list(label.shape[::-1])
         shapes.append(label.shape)
     assert seg_plan["median_shape"] == [float(s) for s in np.median(np.array(shapes, dtype=float), axis=0)]
+
+
+# ------------------------------------------------- review fixes: grid, axes, regions
+
+
+def test_a_downsampled_case_maps_back_to_every_original_slice():
+    """11 slices at 0.77 mm resampled to 1 mm: a grid that stopped short of the last
+    slice would bring it back as background."""
+    label = sitk.GetImageFromArray(np.ones((11, 6, 6), dtype=np.uint8))
+    label.SetSpacing((1.0, 1.0, 0.77))
+    image = sitk.Cast(label, sitk.sitkFloat32)
+    case = preprocess_case(image, label, None, spacing=[1.0, 1.0, 1.0], intensity=ZSCORE, label_values=[0, 1])
+    probs = np.stack([case.label == 0, case.label == 1]).astype(np.float32)
+    back = sitk.GetArrayFromImage(to_original(probs, case.geometry, image, [0, 1]))
+    assert back.sum(axis=(1, 2)).tolist() == [36] * 11
+
+
+def test_the_plans_spacing_follows_a_slice_first_file_to_the_canonical_axes():
+    from casebook.segmentation.preprocess import canonical_spacing
+
+    # first file axis along z (slice-first, as KiTS stores its volumes), third along x
+    direction = (0, 0, -1, 0, -1, 0, -1, 0, 0)
+    assert canonical_spacing([3.0, 0.8, 0.8], direction) == [0.8, 0.8, 3.0]
+    assert canonical_spacing([0.8, 0.7, 3.0], (1, 0, 0, 0, 1, 0, 0, 0, 1)) == [0.8, 0.7, 3.0]
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(64, 64, 40)).astype(np.float32))
+    image.SetSpacing((3.0, 0.8, 0.8))
+    image.SetDirection(direction)
+    case = preprocess_case(image, None, None, spacing=canonical_spacing([3.0, 0.8, 0.8], direction), intensity=ZSCORE, label_values=[0])
+    assert case.image.shape[1:] == (40, 64, 64) and case.geometry["spacing"] == [0.8, 0.8, 3.0]
+
+
+def test_mri_without_roi_is_zscored_inside_its_nonzero_voxels():
+    array = np.zeros((8, 10, 10), dtype=np.float32)
+    array[2:6, 3:7, 3:7] = np.random.default_rng(1).normal(100, 10, size=(4, 4, 4))
+    case = preprocess_case(sitk.GetImageFromArray(array), None, None, spacing=None, intensity=ZSCORE, label_values=[0], crop_margin=1)
+    inside = case.image[0][1:-1, 1:-1, 1:-1]
+    assert abs(inside.mean()) < 1e-4 and abs(inside.std() - 1) < 1e-3
+    assert (case.image[0][0] == 0).all()  # the margin of zero background stays 0
+
+
+def test_regions_naming_a_missing_label_value_are_refused():
+    from casebook.segmentation.evaluate import regions_of
+
+    msd = {"label_values": [0, 1, 2, 3], "class_names": ["background", "edema", "non-enhancing", "enhancing"]}
+    with pytest.raises(ValueError, match=r"whole_tumour: label value\(s\) \[4\]"):
+        regions_of({"regions": {"whole_tumour": [1, 2, 4], "enhancing_tumour": [4]}}, msd)
+    with pytest.raises(ValueError, match="volume_region 'tumor'"):
+        regions_of({"regions": {"tumour": [2, 3]}, "volume_region": "tumor"}, msd)
+    assert regions_of({"regions": {"tumour_core": [2, 3]}, "volume_region": "tumour_core"}, msd) == {"tumour_core": [2, 3]}

@@ -27,17 +27,23 @@ from casebook.layout import geometry_mismatches, read_manifest
 log = logging.getLogger(__name__)
 
 
-def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label: bool) -> sitk.Image:
+def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, is_label: bool, cover: bool = False) -> sitk.Image:
     """Resample to a target spacing (x, y[, z] in mm) on a grid inside the image's extent.
 
     The new grid starts at the first voxel centre and never passes the last one, so no
     voxel is filled from outside the image; should one be, it takes the image minimum
-    (air in CT), not 0, which in Hounsfield units would be soft tissue.
+    (air in CT), not 0, which in Hounsfield units would be soft tissue. With ``cover``
+    the grid reaches the last voxel centre or just past it instead: a segmentation
+    resampled back from it then covers every original voxel (else the last slice, up
+    to one target voxel short, would come back as background).
     """
     spacing = [float(s) for s in spacing]
     if len(spacing) != image.GetDimension():
         raise ValueError(f"target spacing {spacing} does not match a {image.GetDimension()}D image")
-    size = [int((n - 1) * s // t) + 1 for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    if cover:
+        size = [int(np.ceil((n - 1) * s / t - 1e-6)) + 1 for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    else:
+        size = [int((n - 1) * s // t) + 1 for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
     if is_label:
         interpolator, fill = sitk.sitkNearestNeighbor, 0.0
     else:

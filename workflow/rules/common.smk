@@ -78,6 +78,7 @@ localrules:
     figure_split,
     figure_training,
     summarize,
+    summarize_seg,
 
 
 def cs_seed(cs):

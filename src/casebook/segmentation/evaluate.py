@@ -38,10 +38,21 @@ class PredictionGeometryError(RuntimeError):
 
 
 def regions_of(cfg: dict[str, Any], seg_plan: dict[str, Any]) -> dict[str, list[int]]:
-    """The configured regions, or one per foreground label."""
-    if cfg.get("regions"):
-        return {name: [int(v) for v in values] for name, values in cfg["regions"].items()}
-    return default_regions(dict(zip(seg_plan["label_values"], seg_plan["class_names"])))
+    """The configured regions, or one per foreground label. A region naming a label value
+    the case study does not have is refused: it would be empty in truth and prediction
+    alike, and score a perfect Dice (BraTS 2017's 4 in MSD Task01, whose labels are 1-3)."""
+    if not cfg.get("regions"):
+        return default_regions(dict(zip(seg_plan["label_values"], seg_plan["class_names"])))
+    regions = {name: [int(v) for v in values] for name, values in cfg["regions"].items()}
+    known = set(seg_plan["label_values"]) - {0}
+    for name, values in regions.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"evaluate.regions.{name}: label value(s) {unknown} are not foreground labels of this case study {sorted(known)}")
+    volume = cfg.get("volume_region")
+    if volume and volume not in regions:
+        raise ValueError(f"evaluate.volume_region {volume!r} is not one of the regions {sorted(regions)}")
+    return regions
 
 
 def display_channel(cfg: dict[str, Any], seg_plan: dict[str, Any]) -> int:

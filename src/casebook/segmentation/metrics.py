@@ -172,7 +172,7 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
     """Per region and metric: mean, sd, median, percentile-bootstrap CI of the mean, n, n_nan.
 
     ``table`` has one row per case and region (columns ``case_id, region`` and
-    CASE_METRICS). Cases are resampled with replacement (all metrics of a region from the
+    CASE_METRICS, and ``patient_id`` where known). Patients (else cases) are resampled with replacement (all metrics of a region from the
     same resample, with ``evaluate.bootstrap_ci``, seeded with ``seed``); NaN values
     (HD95 when exactly one of truth and prediction is empty) are left out of every mean
     and counted in ``n_nan``. ``mean_dice`` is the mean over regions of the region mean
@@ -181,7 +181,10 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
     regions: dict[str, dict] = {}
     for region, rows in table.groupby("region", sort=False):
         values = rows[list(CASE_METRICS)].to_numpy(dtype=float)
-        cis = bootstrap_ci(values, values, rows["case_id"].to_numpy(), _nanmean_columns, n_boot=n_boot, level=level, seed=seed)
+        # whole patients are resampled where the table has them (several time points of
+        # one patient are not independent cases), else cases
+        groups = rows["patient_id" if "patient_id" in rows.columns else "case_id"].to_numpy()
+        cis = bootstrap_ci(values, values, groups, _nanmean_columns, n_boot=n_boot, level=level, seed=seed)
         regions[str(region)] = {
             metric: _metric_summary(values[:, j], cis.get(j, (float("nan"), float("nan"))))
             for j, metric in enumerate(CASE_METRICS)
@@ -191,7 +194,7 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
         "regions": regions,
         "n_cases": int(table["case_id"].nunique()),
         "ci_level": level,
-        "ci_method": "percentile bootstrap over cases",
+        "ci_method": "percentile bootstrap over patients" if "patient_id" in table.columns else "percentile bootstrap over cases",
         "n_bootstrap": n_boot,
         "mean_dice": float(np.mean(region_dice)) if region_dice else float("nan"),
     }

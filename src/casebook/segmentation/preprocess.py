@@ -76,6 +76,22 @@ def crop(image: sitk.Image, index: Sequence[int], size: Sequence[int]) -> sitk.I
     return sitk.RegionOfInterest(image, [int(s) for s in size], [int(i) for i in index])
 
 
+def crop_array(array: np.ndarray, index: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The (z, y, x) array of a crop given by SimpleITK index and size (x, y, z)."""
+    return array[tuple(slice(i, i + n) for i, n in zip(index[::-1], size[::-1]))]
+
+
+def canonical_spacing(spacing: Sequence[float], direction: Sequence[float]) -> list[float]:
+    """A spacing given along an image's own axes, along the canonical (LPS) axes it is
+    turned to: a slice-first file (its first axis along z) has its spacings permuted."""
+    dims = len(spacing)
+    matrix = np.abs(np.asarray(direction, dtype=float).reshape(dims, dims))
+    out = [0.0] * dims
+    for axis in range(dims):  # column 'axis' of the direction matrix: where that axis points
+        out[int(np.argmax(matrix[:, axis]))] = float(spacing[axis])
+    return out
+
+
 def channels_first(image: sitk.Image) -> np.ndarray:
     """(C, z, y, x) float32 array of a scalar or vector image."""
     array = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -172,10 +188,16 @@ def preprocess_case(
         region = (array != 0).any(axis=-1) if image.GetNumberOfComponentsPerPixel() > 1 else array != 0
     index, size = foreground_box(region, crop_margin)
     image, label, roi = (None if x is None else crop(x, index, size) for x in (image, label, roi))
-    if not (intensity["scheme"] == "zscore" and intensity.get("use_roi")):
+    if intensity["scheme"] == "zscore" and roi is None:
+        # MRI without a region of interest: z-score inside the nonzero voxels, as nnU-Net
+        # does, so that a zero background (and zero padding later) stays out of the statistics
+        roi = sitk.GetImageFromArray(crop_array(region, index, size).astype(np.uint8))
+        roi.CopyInformation(image)
+        intensity = {**intensity, "use_roi": True}
+    elif not (intensity["scheme"] == "zscore" and intensity.get("use_roi")):
         roi = None  # cropped already; resampling it too would be wasted work
     if spacing is not None:
-        image = resample_to_spacing(image, spacing, is_label=False)
+        image = resample_to_spacing(image, spacing, is_label=False, cover=True)
         label, roi = (
             None if x is None else sitk.Resample(x, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, x.GetPixelID())
             for x in (label, roi)
@@ -253,8 +275,15 @@ def preprocess_stage(
     root = Path(dataset_dir)
     plan = read_json(plan_path)
     spacing = plan["spacing"] if cfg.get("spacing", "auto") == "auto" else cfg.get("spacing")
-    values = label_values_of(class_names)
     manifest = read_manifest(root / "manifest.tsv")
+    if cfg.get("spacing", "auto") == "auto":
+        # the fingerprint reads spacings along each file's own axes; cases are resampled
+        # after they are turned to LPS, so the plan's spacing is permuted the same way
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(root / manifest["image"].iloc[0]))
+        header.ReadImageInformation()
+        spacing = canonical_spacing(spacing, header.GetDirection())
+    values = label_values_of(class_names)
     # written beside the output and renamed at the end: a case that fails half-way
     # leaves no folder of some cases to be mistaken for the whole
     out = Path(cases_out)

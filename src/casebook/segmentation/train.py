@@ -64,6 +64,16 @@ def case_subject(cases_dir: Path, case_id: str, patch: list[int]) -> tio.Subject
     )
 
 
+def labelled(case_ids: list[str], seg_plan: dict[str, Any], part: str) -> list[str]:
+    """The cases that have a label map (an unlabelled one cannot be trained or validated on)."""
+    kept = [c for c in case_ids if seg_plan["cases"][c]["has_label"]]
+    if len(kept) < len(case_ids):
+        log.warning("%d %s case(s) have no label map and are left out", len(case_ids) - len(kept), part)
+    if not kept:
+        raise ValueError(f"no {part} case has a label map: nothing to {'train' if part == 'train' else 'validate'} on")
+    return kept
+
+
 def label_probabilities(n_classes: int, foreground_probability: float) -> dict[int, float]:
     """Patch-centre probabilities: background, and the foreground share split evenly
     among the foreground classes (a rare class is centred on as often as a large one)."""
@@ -151,6 +161,7 @@ def fit(
     patch = model_patch_size(cfg["network"], seg_plan, scfg)
     spacing = seg_plan["spacing_array_order"]
     model = build_seg_network(cfg["network"], spatial_dims=len(patch), in_channels=in_channels, out_channels=n_classes, patch_size=patch, spacing=spacing).to(device)
+    split = {part: labelled(split[part], seg_plan, part) for part in ("train", "val")}
     loader = patch_loader([case_subject(cases_dir, c, patch) for c in split["train"]], patch, scfg, n_classes, build_transform(cfg.get("augment"), len(patch)))
     epochs = int(tcfg["epochs"])
     optimizer = make_optimizer(model.parameters(), tcfg)
@@ -286,7 +297,7 @@ def train_stage(cfg: dict[str, Any], *, cases_dir: str, plan: str, splits: str, 
     started, code = provenance.now(), provenance.git_state()
     seg_plan = read_json(plan)
     # the cases folder too: new intensities with the same shapes must not resume a checkpoint
-    sums = {str(p): provenance.path_digest(p) for p in (cases_dir, plan, splits)}
+    sums = {str(p): provenance.input_digest(p) for p in (cases_dir, plan, splits)}
     summary = fit(
         cfg,
         cases_dir=cases_dir,
