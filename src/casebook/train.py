@@ -268,7 +268,7 @@ def _fit(cfg, *, images_path, index_path, splits_path, fold, out_dir, num_classe
         state["epoch"] = epoch
         if row["val_auc"] > state["best_auc"]:
             state["best_auc"], state["best_epoch"] = row["val_auc"], epoch
-            _save(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": epoch, "val_auc": row["val_auc"]})
+            save_torch(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": epoch, "val_auc": row["val_auc"]})
         _save_checkpoint(ckpt_path, resume_key, net, optimizer, scheduler, train_loader, state, rank_rng)
         _write_history(out_dir / "history.tsv", state["history"])
         bar.set_postfix(loss=f"{train_loss:.3f}", val_auc=f"{row['val_auc']:.3f}")
@@ -281,7 +281,7 @@ def _fit(cfg, *, images_path, index_path, splits_path, fold, out_dir, num_classe
     if ddp and not ddp.is_main:
         return ddp.broadcast(None)  # rank 0's summary, once it has written the outputs
     if not (out_dir / BEST).exists():  # every validation AUC was NaN (one class only)
-        _save(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": state["epoch"], "val_auc": float("nan")})
+        save_torch(out_dir / BEST, {"state_dict": net.state_dict(), "epoch": state["epoch"], "val_auc": float("nan")})
     with atomic_path(out_dir / "model.pt") as tmp:
         shutil.copyfile(out_dir / BEST, tmp)
     # a finished run is not resumed: a forced rerun (snakemake --forcerun train) retrains
@@ -316,9 +316,11 @@ def fold_split(splits: dict[str, Any], fold: int, where: str | Path = "splits.js
     return folds[fold]
 
 
-def _save(path: Path, obj: Any) -> None:
+def save_torch(path: Path, obj: Any) -> None:
+    """torch.save, atomically (a killed job leaves the previous file, never half of one)."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -337,7 +339,7 @@ def _save_checkpoint(path, resume_key, model, optimizer, scheduler, loader, stat
     }
     if rank_rng is not None:  # data-parallel: the random state of every rank
         ckpt["rank_rng"] = rank_rng
-    _save(path, ckpt)
+    save_torch(path, ckpt)
 
 
 def _rng_state(loader) -> dict[str, Any]:
@@ -360,13 +362,22 @@ def _seed_rng(seed: int) -> None:
     random.seed(seed)
 
 
-def _resume(path, resume_key, model, optimizer, scheduler, loader, state, ddp=None) -> dict[str, Any]:
+def resumable_checkpoint(path, resume_key: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` when it may be resumed: made under ``resume_key`` (the
+    same config and data) by a run that did not finish; else None, saying why."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("resume_key") != resume_key:
         log.warning("%s was made with another config or data; starting afresh", path)
-        return state
+        return None
     if ckpt["state"].get("complete"):
         log.info("%s is from a finished run; training afresh", path)
+        return None
+    return ckpt
+
+
+def _resume(path, resume_key, model, optimizer, scheduler, loader, state, ddp=None) -> dict[str, Any]:
+    ckpt = resumable_checkpoint(path, resume_key)
+    if ckpt is None:
         return state
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])

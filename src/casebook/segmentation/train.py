@@ -38,7 +38,7 @@ from casebook.segmentation.inference import autocast, predict_logits
 from casebook.segmentation.networks import build_seg_network
 from casebook.segmentation.plan import model_patch_size
 from casebook.segmentation.preprocess import pad_to
-from casebook.train import fold_split, make_optimizer, make_scheduler, resume_key, seed_everything, select_device
+from casebook.train import fold_split, make_optimizer, make_scheduler, resumable_checkpoint, resume_key, save_torch, seed_everything, select_device
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def fit(
         state["epoch"] = epoch
         if val_dice > state["best_dice"]:
             state["best_dice"], state["best_epoch"] = val_dice, epoch
-            _save(out_dir / BEST, {"state_dict": model.state_dict(), "epoch": epoch, "val_dice": val_dice, "patch_size": patch})
+            save_torch(out_dir / BEST, {"state_dict": model.state_dict(), "epoch": epoch, "val_dice": val_dice, "patch_size": patch})
         _save_checkpoint(ckpt_path, resume_key, model, optimizer, scheduler, state)
         _write_history(out_dir / "history.tsv", state["history"])
         bar.set_postfix(loss=f"{train_loss:.3f}", val_dice=f"{val_dice:.3f}")
@@ -228,11 +228,6 @@ def load_seg_model(path: str | Path, network: dict[str, Any], seg_plan: dict[str
     return model.to(device).eval(), patch
 
 
-def _save(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
@@ -240,16 +235,12 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 def _save_checkpoint(path, key, model, optimizer, scheduler, state) -> None:
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    _save(path, {"resume_key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng, "state": state})
+    save_torch(path, {"resume_key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng, "state": state})
 
 
 def _resume(path, key, model, optimizer, scheduler, state) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("resume_key") != key:
-        log.warning("%s was made with another config or data; starting afresh", path)
-        return state
-    if ckpt["state"].get("complete"):
-        log.info("%s is from a finished run; training afresh", path)
+    ckpt = resumable_checkpoint(path, key)
+    if ckpt is None:
         return state
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
