@@ -17,6 +17,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/explain.smk"
+include: "workflow/rules/robustness.smk"
+include: "workflow/rules/validation.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/segmentation.smk"
 

@@ -1,4 +1,5 @@
-"""Rule explain: Grad-CAM overlay grid and CAM energy inside lesion masks."""
+"""Rule explain: attribution maps, their faithfulness and localisation, and the sanity check."""
+
 from casebook.explain import explain_stage
 from casebook.scripting import logged
 
@@ -10,5 +11,5 @@ with logged(snakemake):  # noqa: F821
         inputs=dict(sm.input.items()),
         outputs=dict(sm.output.items()),
         class_names=sm.params.class_names,
-        title=f"{sm.params.title}: Grad-CAM, {sm.wildcards.model}",
+        title=f"{sm.params.title}: {sm.wildcards.model}, fold {sm.wildcards.fold}",
     )

@@ -5,5 +5,5 @@ from casebook.scripting import logged
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     summarize_stage(
-        sm.params.runs, list(sm.input.metrics), list(sm.input.cams), dict(sm.output.items()), title=sm.params.title
+        sm.params.models, list(sm.input.crossval), list(sm.input.explain), sm.input.selection, dict(sm.output.items()), title=sm.params.title
     )

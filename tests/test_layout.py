@@ -225,3 +225,17 @@ def test_read_manifest_keeps_numeric_looking_ids_as_text(tmp_path: Path) -> None
     assert read.loc[0, "patient_id"] == "0042"
     assert read.loc[0, "mask"] == ""
     assert read["label"].dtype.kind == "i"
+
+
+def test_record_attributes_become_manifest_columns(tmp_path: Path) -> None:
+    records = [
+        Record(image_id=f"i{k}", patient_id=f"p{k}", label=k % 2, image=np.zeros((4, 4), np.float32), spacing=(1.0, 1.0), attributes=attrs)
+        for k, attrs in enumerate([{"site": "A", "sex": "F"}, {"site": "B"}])
+    ]
+    manifest = write_dataset(records, tmp_path / "ds", class_names=["a", "b"], modality="CXR")
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["sex", "site"]
+    on_disk = read_manifest(tmp_path / "ds" / "manifest.tsv")
+    assert list(on_disk["site"]) == ["A", "B"] and list(on_disk["sex"]) == ["F", ""]
+    clash = Record(image_id="x", patient_id="p", label=0, image=np.zeros((4, 4), np.float32), spacing=(1.0, 1.0), attributes={"label": "1"})
+    with pytest.raises(ValueError, match=r"x: attribute name\(s\) \['label'\] clash"):
+        write_dataset([clash], tmp_path / "bad", class_names=["a", "b"], modality="CXR")

@@ -215,3 +215,27 @@ def test_ct_simple_statistics_do_not_give_the_label_away():
     labels = [r.label for r in records]
     assert _separation_auc(labels, [r.image.mean() for r in records]) < 0.85
     assert _separation_auc(labels, [r.mask.sum() for r in records]) < 0.85  # nodule size
+
+
+def test_cxr_sites_and_sex_are_per_patient_and_site_c_is_noisier():
+    records = list(generate_cxr(n_patients=60, images_per_patient=(2, 2), size=32, seed=3, prevalence=0.0))
+    by_patient = {}
+    for r in records:
+        by_patient.setdefault(r.patient_id, set()).add((r.attributes["site"], r.attributes["sex"]))
+    assert all(len(v) == 1 for v in by_patient.values())  # one site and sex per patient
+    sites = [next(iter(v))[0] for v in by_patient.values()]
+    assert set(sites) == {"A", "B", "C"}
+    # detector noise: the high-frequency residual after a small blur
+    from scipy import ndimage
+
+    def noise(site):
+        imgs = [r.image for r in records if r.attributes["site"] == site]
+        return np.mean([np.std(i - ndimage.gaussian_filter(i, 1.0)) for i in imgs])
+
+    assert noise("C") > 1.3 * noise("A")  # 1.45 measured at size 32 (edges add to both)
+    # the site does not change a patient's anatomy: one site everywhere gives the same
+    # images for the site-A patients
+    same = list(generate_cxr(n_patients=60, images_per_patient=(2, 2), size=32, seed=3, prevalence=0.0, site_noise_scale=(1.0, 1.0, 1.0)))
+    for r, s in zip(records, same):
+        if r.attributes["site"] != "C":
+            np.testing.assert_array_equal(r.image, s.image)

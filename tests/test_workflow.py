@@ -41,8 +41,17 @@ def expected_outputs(cs: str) -> list[str]:
         f"results/{cs}/evaluation/{RUN}/provenance.json",
         f"results/{cs}/evaluation/{RUN}/roc.png",
         f"results/{cs}/evaluation/{RUN}/confusion.png",
-        f"results/{cs}/explain/{RUN}/gradcam.png",
-        f"results/{cs}/explain/{RUN}/cam_in_mask.json",
+        f"results/{cs}/explain/{RUN}/attributions.png",
+        f"results/{cs}/explain/{RUN}/faithfulness.png",
+        f"results/{cs}/explain/{RUN}/sanity.png",
+        f"results/{cs}/explain/{RUN}/explain.json",
+        f"results/{cs}/robustness/{RUN}/robustness.tsv",
+        f"results/{cs}/robustness/{RUN}/robustness.png",
+        f"results/{cs}/crossval/densenet_small/crossval.json",
+        f"results/{cs}/validation/selection.json",
+        f"results/{cs}/figures/fold_spread.png",
+        f"results/{cs}/figures/reliability.png",
+        f"results/{cs}/figures/robustness.png",
         f"results/{cs}/figures/{RUN}/training_curves.png",
         f"results/{cs}/figures/samples.png",
         f"results/{cs}/figures/split.png",
@@ -195,26 +204,53 @@ def test_changed_learning_rate_reruns_only_downstream_jobs(tiny):
         jobs = planned_jobs(snakemake(tiny, "--dry-run").stdout)
     finally:
         path.write_text(original)
-    # both CXR models train with the case study's learning rate; nothing upstream reruns
-    assert jobs == {"all": 1, "train": 2, "evaluate": 2, "explain": 2, "figure_training": 2, "summarize": 1}
+    # both CXR models (densenet_small on folds 0 and 1, resnet18 on fold 0) train with the
+    # case study's learning rate; nothing upstream reruns
+    downstream = {"crossval": 2, "explain": 2, "robustness": 2}
+    per_case_study = ("summarize", "select_model", "compare_models", "subgroups", "validation_figures", "robustness_summary")
+    assert jobs == {"all": 1, "train": 3, "evaluate": 3, "figure_training": 3, **downstream, **{r: 1 for r in per_case_study}}
 
 
 def test_model_comparison_covers_every_model(tiny):
     summary = pd.read_csv(tiny / "results/pneumonia_cxr/summary.tsv", sep="\t")
-    assert sorted(summary["run"]) == ["densenet_small/fold_0", "resnet18/fold_0"]
+    assert sorted(summary["model"]) == ["densenet_small", "resnet18"]
+    assert summary["selected"].sum() == 1
+    assert list(summary.set_index("model")["n_folds"]) == [2, 1]
 
 
 def test_grad_cam_concentrates_on_the_lesions(tiny):
     # the lesion holds more CAM energy than its share of the image (MONAI's default
     # CAM post-processing flips magnitudes; a flipped map scores below 1 here)
-    cams = json.loads((tiny / f"results/pneumonia_cxr/explain/{RUN}/cam_in_mask.json").read_text())
-    assert cams["n_images"] > 0 and cams["enrichment"] > 1.0
+    gradcam = json.loads((tiny / f"results/pneumonia_cxr/explain/{RUN}/explain.json").read_text())["methods"]["gradcam"]
+    assert gradcam["enrichment"] > 1.0
+
+
+def test_cross_validation_pools_folds_and_selects_on_validation_only(tiny):
+    cv = json.loads((tiny / "results/pneumonia_cxr/crossval/densenet_small/crossval.json").read_text())
+    assert cv["folds"] == [0, 1] and len(cv["per_fold"]) == 2
+    splits = json.loads((tiny / "results/pneumonia_cxr/split/splits.json").read_text())
+    oof = pd.read_csv(tiny / "results/pneumonia_cxr/crossval/densenet_small/predictions_oof.tsv", sep="\t", dtype={"image_id": str})
+    assert sorted(oof["image_id"]) == sorted(splits["folds"][0]["val"] + splits["folds"][1]["val"])
+    test = pd.read_csv(tiny / "results/pneumonia_cxr/crossval/densenet_small/predictions_test.tsv", sep="\t", dtype={"image_id": str})
+    assert sorted(test["image_id"]) == sorted(splits["test"])
+    assert 0.5 < cv["test"]["auc"] <= 1 and cv["test"]["auc_delong_ci_low"] <= cv["test"]["auc"]
+    # the selection job read out-of-fold predictions and nothing else
+    record = json.loads((tiny / "provenance/results/pneumonia_cxr/validation/selection.json.json").read_text())
+    assert record["inputs"] and all(path.endswith("predictions_oof.tsv") for path in record["inputs"]), record["inputs"]
+
+
+def test_subgroups_cover_the_manifest_columns(tiny):
+    table = pd.read_csv(tiny / "results/pneumonia_cxr/validation/subgroups.tsv", sep="\t")
+    assert set(zip(table["column"], table["group"].astype(str))) >= {("site", "A"), ("site", "C"), ("sex", "F"), ("sex", "M")}
+    assert set(table["model"]) == {"densenet_small", "resnet18"}
 
 
 def test_report_has_every_figure(tiny):
     snakemake(tiny, "--report", "results/report.html")
     html = (tiny / "results/report.html").read_text(errors="replace")
-    for name in ("roc.png", "confusion.png", "gradcam.png", "training_curves.png", "samples.png", "split.png", "model_comparison.png"):
+    names = ("roc.png", "confusion.png", "attributions.png", "faithfulness.png", "sanity.png", "training_curves.png", "samples.png", "split.png")
+    names += ("model_comparison.png", "fold_spread.png", "reliability.png", "robustness.png", "pairwise.png", "subgroups.png")
+    for name in names:
         assert name in html, name
     # each figure's caption carries its provenance summary (written by the job that made it)
     figures = [f"results/{cs}/evaluation/{RUN}/roc.png" for cs in CASESTUDIES] + [
@@ -237,4 +273,4 @@ def test_a_second_run_from_scratch_gives_bit_identical_results(tiny, tmp_path):
             second = again / first.relative_to(tiny)
             assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny)
             compared += 1
-    assert compared == 2 + 3 + 3
+    assert compared == 2 + 4 + 4

@@ -20,10 +20,16 @@ def test_default_dag_dry_run(tmp_path):
         assert jobs.get(rule) == 4, (rule, jobs)
     for rule in ("preprocess", "summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
-    for rule in ("train", "evaluate", "explain"):
+    # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
+    for rule in ("train", "evaluate"):
+        assert jobs.get(rule) == 7, (rule, jobs)
+    for rule in ("explain", "robustness", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
+    for rule in ("select_model", "validation_figures", "robustness_summary"):
+        assert jobs.get(rule) == 2, (rule, jobs)
+    assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
     assert jobs.get("train_seg") == jobs.get("evaluate_seg") == 4, jobs
-    assert jobs.get("figure_training") == 7, jobs
+    assert jobs.get("figure_training") == 11, jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 

@@ -47,14 +47,16 @@ def make_tiny(workdir: Path, *, segmentation: bool = False) -> None:
         cs["preprocess"]["size"] = [32, 32]
         cs["train"].update(epochs=6, batch_size=16)
         cs["evaluate"]["n_bootstrap"] = 100
-        cs["explain"]["images_per_class"] = 2
+        cs["split"]["k"] = 3
+        cs["folds"] = [0, 1]  # cross-validation: two fold jobs of densenet_small
+        cheap_validation(cs, mask_size=8)
 
     def ct(cs):
         cs["dataset"]["params"].update(n_patients=40)
         cs["preprocess"]["size"] = [24, 24, 24]
         cs["train"].update(epochs=2, batch_size=8)
         cs["evaluate"]["n_bootstrap"] = 100
-        cs["explain"]["images_per_class"] = 2
+        cheap_validation(cs, mask_size=12)
 
     edit_yaml(workdir / "config/casestudies/pneumonia_cxr.yaml", cxr)
     edit_yaml(workdir / "config/casestudies/nodule_ct.yaml", ct)
@@ -65,6 +67,25 @@ def make_tiny(workdir: Path, *, segmentation: bool = False) -> None:
             workdir / "config/config.yaml",
             lambda c: c.update(casestudies=[p for p in c["casestudies"] if p not in SEGMENTATION_CASESTUDIES]),
         )
+
+
+def cheap_validation(cs: dict, *, mask_size: int) -> None:
+    """Explanations of a few images with few samples, and a two-level robustness sweep of
+    three perturbations: every method and figure still runs, in seconds."""
+    cs["explain"] = {
+        "images_per_class": 2,
+        "max_images": 4,
+        "deletion_steps": 5,
+        "occlusion": {"mask_size": mask_size, "overlap": 0.0},
+        "smoothgrad": {"samples": 2},
+        "integrated_gradients": {"steps": 4},
+    }
+    cs["robustness"] = {
+        "perturbations": {
+            "noise": [0.5, 2.0], "blur": [], "bias_field": [], "motion": [1.0], "ghosting": [],
+            "spike": [], "gamma": [], "downsampling": [2.0],
+        }
+    }  # fmt: skip
 
 
 def make_tiny_segmentation(workdir: Path) -> None:

@@ -211,6 +211,10 @@ def evaluate_stage(
         level=float(cfg.get("ci_level", 0.95)),
         seed=int(model_cfg.get("seed", 0)),
     )
+    # imported here: casebook.validation builds on this module
+    from casebook.validation.crossval import with_uncertainty
+
+    with_uncertainty(metrics, tables["test"], level=metrics["ci_level"], n_bins=int(cfg.get("calibration_bins", 10)))
     probs = tables["test"][[f"prob_{k}" for k in range(n_classes)]].to_numpy()
     tables["test"]["prediction"] = predict_labels(probs, metrics["threshold"])
     for name, key in (("test", "predictions"), ("val", "val_predictions")):

@@ -162,30 +162,63 @@ def plot_model_comparison(metrics: dict[str, dict[str, Any]], title: str, path, 
     _save(fig, path)
 
 
-def summarize_stage(runs: Sequence[str], metrics_paths, cam_paths, outputs: dict[str, str], *, title: str) -> pd.DataFrame:
-    """The summarize rule: one table row per model and fold, a TSV, an HTML table and a forest plot."""
+def summarize_stage(models: Sequence[str], crossval_paths, explain_paths, selection_path, outputs: dict[str, str], *, title: str) -> pd.DataFrame:
+    """The summarize rule: one row per model (its fold ensemble's test metrics, its
+    cross-validation, calibration and explanation scores), a TSV, an HTML table and a
+    forest plot. The model selected on validation data is marked."""
+    selected = json.loads(Path(selection_path).read_text())["selected"]
     rows = []
-    for run, m_path, c_path in zip(runs, metrics_paths, cam_paths):
-        metrics = json.loads(Path(m_path).read_text())
-        cams = json.loads(Path(c_path).read_text())
-        rows.append({"run": run, **metrics, "cam_energy_in_mask": cams.get("cam_energy_in_mask_mean")})
+    for model, cv_path, ex_path in zip(models, crossval_paths, explain_paths):
+        cv = json.loads(Path(cv_path).read_text())
+        explained = json.loads(Path(ex_path).read_text()).get("methods", {})
+        rows.append(
+            {
+                "model": model,
+                "selected": model == selected,
+                "n_folds": len(cv["folds"]),
+                "cv_auc_mean": cv["fold_mean_sd"]["auc"]["mean"],
+                "cv_auc_sd": cv["fold_mean_sd"]["auc"]["sd"],
+                "oof_auc": cv["out_of_fold"]["auc"],
+                **cv["test"],
+                "gradcam_energy_in_mask": explained.get("gradcam", {}).get("energy_in_mask_mean"),
+            }
+        )
     table = pd.DataFrame(rows)
     with atomic_path(outputs["tsv"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
     with atomic_path(outputs["table"]) as tmp:
         tmp.write_text(_html_table(table, title))
-    plot_model_comparison({r["run"]: r for r in rows}, f"{title}: test metrics (95% CI)", outputs["figure"])
+    plot_model_comparison({r["model"] + (" (selected)" if r["selected"] else ""): r for r in rows}, f"{title}: test metrics (95% CI)", outputs["figure"])
     return table
+
+
+def _cell(value, low=None, high=None, digits: int = 3) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    text = f"{value:.{digits}f}"
+    return text if low is None or pd.isna(low) else f"{text} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def _html_table(table: pd.DataFrame, title: str) -> str:
     """Metrics with their CIs as one readable cell each."""
-    shown = pd.DataFrame({"model / fold": table["run"]})
-    for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"):
-        shown[key.replace("_", " ")] = [
-            f"{r[key]:.3f} ({r[key + '_ci_low']:.3f}-{r[key + '_ci_high']:.3f})" for _, r in table.iterrows()
+    shown = pd.DataFrame({"model": [m + (" *" if s else "") for m, s in zip(table["model"], table["selected"])]})
+    shown["CV AUC mean +/- sd (folds)"] = [
+        f"{r.cv_auc_mean:.3f} +/- {r.cv_auc_sd:.3f} ({r.n_folds})" if r.n_folds > 1 else f"{r.cv_auc_mean:.3f} (1)" for r in table.itertuples()
+    ]
+    shown["out-of-fold AUC"] = table["oof_auc"].map(_cell)
+    shown["test AUC (bootstrap CI)"] = [_cell(r["auc"], r["auc_ci_low"], r["auc_ci_high"]) for _, r in table.iterrows()]
+    if "auc_delong_ci_low" in table:
+        shown["test AUC DeLong CI"] = [
+            "-" if pd.isna(r["auc_delong_ci_low"]) else f"{r['auc_delong_ci_low']:.3f}-{r['auc_delong_ci_high']:.3f}" for _, r in table.iterrows()
         ]
+    for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"):
+        shown[key.replace("_", " ")] = [_cell(r[key], r[key + "_ci_low"], r[key + "_ci_high"]) for _, r in table.iterrows()]
+    shown["ECE"] = table["ece"].map(_cell)
     shown["threshold"] = table["threshold"].map("{:.3f}".format)
     shown["test images / patients"] = [f"{a} / {b}" for a, b in zip(table["n_test_images"], table["n_test_patients"])]
-    shown["CAM energy in lesion"] = table["cam_energy_in_mask"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
-    return f"<html><body><h3>{title}</h3>" + shown.to_html(index=False, border=0) + "</body></html>\n"
+    shown["Grad-CAM energy in lesion"] = table["gradcam_energy_in_mask"].map(lambda v: _cell(v, digits=2))
+    note = (
+        "<p>* selected on pooled out-of-fold validation predictions. Test metrics are those of each model's fold "
+        "ensemble (mean probability), at the threshold chosen on its out-of-fold predictions.</p>"
+    )
+    return f"<html><body><h3>{title}</h3>" + shown.to_html(index=False, border=0) + note + "</body></html>\n"

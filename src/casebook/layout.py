@@ -15,7 +15,7 @@ SimpleITK's physical order ((x, y) or (x, y, z)) in millimetres.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -64,6 +64,8 @@ class Record:
     origin: tuple[float, ...] | None = None
     direction: tuple[float, ...] | None = None
     roi: np.ndarray | sitk.Image | None = None
+    #: grouping columns of the manifest (site, sex, scanner, ...) for subgroup analysis
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def _to_sitk(array: np.ndarray | sitk.Image, spacing: tuple[float, ...], origin=None, direction=None) -> sitk.Image:
@@ -178,9 +180,11 @@ def write_dataset(
                     "mask": mask_rel,
                     "source_checksum": rec.source_checksum,
                     "roi": roi_rel,
+                    **_attribute_columns(rec),
                 }
             )
-        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["roi"])
+        attributes = sorted({key for row in rows for key in row} - set(MANIFEST_COLUMNS) - {"roi"})
+        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["roi"] + attributes).fillna({a: "" for a in attributes})
         if not (manifest["roi"] != "").any():
             manifest = manifest.drop(columns="roi")
         if manifest["image_id"].duplicated().any():
@@ -213,6 +217,15 @@ def write_dataset(
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
     return manifest
+
+
+def _attribute_columns(rec: Record) -> dict[str, str]:
+    """A record's grouping attributes as manifest columns; a name that would overwrite a
+    layout column is refused."""
+    clash = set(rec.attributes) & (set(MANIFEST_COLUMNS) | {"roi"})
+    if clash:
+        raise ValueError(f"{rec.image_id}: attribute name(s) {sorted(clash)} clash with manifest columns")
+    return {key: str(value) for key, value in rec.attributes.items()}
 
 
 def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:

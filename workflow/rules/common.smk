@@ -79,6 +79,12 @@ localrules:
     figure_training,
     summarize,
     summarize_seg,
+    crossval,
+    select_model,
+    compare_models,
+    subgroups,
+    validation_figures,
+    robustness_summary,
 
 
 def cs_seed(cs):
@@ -322,10 +328,27 @@ def model_dir(cs, model, fold):
     return f"results/{cs}/models/{model}/fold_{fold}"
 
 
+def model_folds(cs, model):
+    """The folds one model trains: its own 'folds', else the case study's; 'all' is the
+    split's k folds."""
+    study = CASESTUDIES[cs]
+    folds = study["models"][model].get("folds", study.get("folds", [0]))
+    return list(range(study["split"]["k"])) if folds == "all" else sorted(set(folds))
+
+
 def runs(cs):
     """(model, fold) pairs of a case study."""
-    study = CASESTUDIES[cs]
-    return [(m, f) for m in study.get("models") or {} for f in study.get("folds", [0])]
+    return [(m, f) for m in CASESTUDIES[cs].get("models") or {} for f in model_folds(cs, m)]
+
+
+def first_runs(cs):
+    """(model, first fold) of each model: explanations and robustness sweeps are made for
+    one fold per model, not repeated for every fold."""
+    return [(m, model_folds(cs, m)[0]) for m in CASESTUDIES[cs].get("models") or {}]
+
+
+def model_names(cs):
+    return list(CASESTUDIES[cs].get("models") or {})
 
 
 # ---- targets ----------------------------------------------------------------------
@@ -345,16 +368,36 @@ def casestudy_targets(cs):
         f"results/{cs}/figures/split.png",
         f"results/{cs}/figures/model_comparison.png",
         f"results/{cs}/summary.html",
-    ]
+    ] + validation_targets(cs)
     for model, fold in runs(cs):
         out += [
             f"{model_dir(cs, model, fold)}/metadata.json",
             f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
             f"results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
             f"results/{cs}/evaluation/{model}/fold_{fold}/confusion.png",
-            f"results/{cs}/explain/{model}/fold_{fold}/gradcam.png",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
+    for model, fold in first_runs(cs):
+        out += [
+            f"results/{cs}/explain/{model}/fold_{fold}/attributions.png",
+            f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png",
+        ]
+    return out
+
+
+def validation_targets(cs):
+    """Cross-validation, calibration, selection and robustness summaries of a classification
+    case study; the paired comparison needs two models, the subgroup analysis a column."""
+    out = [
+        f"results/{cs}/validation/selection.json",
+        f"results/{cs}/figures/fold_spread.png",
+        f"results/{cs}/figures/reliability.png",
+        f"results/{cs}/figures/robustness.png",
+    ]
+    if len(model_names(cs)) > 1:
+        out.append(f"results/{cs}/figures/pairwise.png")
+    if CASESTUDIES[cs].get("evaluate", {}).get("subgroups"):
+        out.append(f"results/{cs}/figures/subgroups.png")
     return out
 
 

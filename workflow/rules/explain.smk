@@ -1,4 +1,6 @@
-# Explanations: Grad-CAM overlays of test images, and CAM energy inside lesion masks.
+# Explanations: attribution maps of test images (MONAI, Captum), their faithfulness
+# (deletion / insertion), localisation (pointing game, energy in the lesion mask) and
+# the model-randomization sanity check.
 
 
 rule explain:
@@ -10,14 +12,30 @@ rule explain:
         index="results/{cs}/preprocess/index.tsv",
     output:
         grid=report(
-            "results/{cs}/explain/{model}/fold_{fold}/gradcam.png",
-            caption="../report/gradcam.rst",
+            "results/{cs}/explain/{model}/fold_{fold}/attributions.png",
+            caption="../report/attributions.rst",
             category="{cs}",
             subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "Grad-CAM"},
+            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution maps"},
         ),
-        grid_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/gradcam.png"),
-        summary="results/{cs}/explain/{model}/fold_{fold}/cam_in_mask.json",
+        faithfulness=report(
+            "results/{cs}/explain/{model}/fold_{fold}/faithfulness.png",
+            caption="../report/faithfulness.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution faithfulness"},
+        ),
+        sanity=report(
+            "results/{cs}/explain/{model}/fold_{fold}/sanity.png",
+            caption="../report/sanity.rst",
+            category="{cs}",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution sanity check"},
+        ),
+        grid_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/attributions.png"),
+        faithfulness_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/faithfulness.png"),
+        sanity_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/sanity.png"),
+        summary="results/{cs}/explain/{model}/fold_{fold}/explain.json",
     params:
         model=lambda wc: model_config(wc.cs, wc.model),
         explain=lambda wc: CASESTUDIES[wc.cs].get("explain", {}),

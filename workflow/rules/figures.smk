@@ -100,8 +100,9 @@ rule figure_training:
 
 rule summarize:
     input:
-        metrics=lambda wc: [f"results/{wc.cs}/evaluation/{m}/fold_{f}/metrics.json" for m, f in runs(wc.cs)],
-        cams=lambda wc: [f"results/{wc.cs}/explain/{m}/fold_{f}/cam_in_mask.json" for m, f in runs(wc.cs)],
+        crossval=lambda wc: [f"results/{wc.cs}/crossval/{m}/crossval.json" for m in model_names(wc.cs)],
+        explain=lambda wc: [f"results/{wc.cs}/explain/{m}/fold_{f}/explain.json" for m, f in first_runs(wc.cs)],
+        selection="results/{cs}/validation/selection.json",
     output:
         figure=report(
             "results/{cs}/figures/model_comparison.png",
@@ -121,7 +122,7 @@ rule summarize:
         table_summary=summary_of("results/{cs}/summary.html"),
         tsv="results/{cs}/summary.tsv",
     params:
-        runs=lambda wc: [f"{m}/fold_{f}" for m, f in runs(wc.cs)],
+        models=lambda wc: model_names(wc.cs),
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     wildcard_constraints:
         cs=CLASSIFICATION_CS,

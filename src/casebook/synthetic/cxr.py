@@ -19,7 +19,7 @@ Coordinates: rendering happens on a normalised grid ``u`` (columns, left to righ
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -312,6 +312,8 @@ def generate_cxr(
     exposure_jitter: float = 0.06,
     pose_jitter: float = 1.0,
     distractor_rate: float = 0.3,
+    sites: Sequence[str] = ("A", "B", "C"),
+    site_noise_scale: Sequence[float] = (1.0, 1.0, 2.5),
 ) -> Iterator[Record]:
     """Yield synthetic frontal chest radiographs, one :class:`Record` per image.
 
@@ -344,6 +346,12 @@ def generate_cxr(
         Scale of the per-image shift (3 %), rotation (2 deg) and zoom (2.5 %) changes.
     distractor_rate
         Per-image probability, in both classes, of a small benign bright spot.
+    sites, site_noise_scale
+        Each patient is imaged at one site (uniformly drawn) whose detector noise is
+        ``noise_std`` times its scale (by default site C, a portable unit, is 2.5 times
+        noisier), and has a sex (F/M, even odds). Both are manifest columns (``site``,
+        ``sex``) for subgroup analysis; they are drawn from their own random stream, so
+        a patient's anatomy and lesion do not depend on them.
     """
     knobs = {
         "lesion_contrast": lesion_contrast,
@@ -357,6 +365,8 @@ def generate_cxr(
     }
     if size < 16:
         raise ValueError(f"size must be >= 16, got {size}")
+    if len(sites) != len(site_noise_scale) or not sites:
+        raise ValueError(f"sites and site_noise_scale must have the same non-zero length, got {sites} and {site_noise_scale}")
     labels = assign_patient_labels(n_patients, prevalence, np.random.default_rng([seed, 0]))
     spacing = (FIELD_OF_VIEW_MM / size, FIELD_OF_VIEW_MM / size)
     for index, label in enumerate(labels):
@@ -365,6 +375,17 @@ def generate_cxr(
         anatomy = _draw_anatomy(rng, size)
         anatomy["lesion_diffuse"] = bool(rng.uniform() < diffuse_fraction)
         patient_id = f"cxr_p{index:04d}"
+        attributes, patient_knobs = _site_and_sex(np.random.default_rng([seed, 2, index]), knobs, sites, site_noise_scale)
         for j in range(images_for_patient(images_per_patient, rng)):
-            image, mask = _render_image(anatomy, int(label), size, rng, knobs)
-            yield synthetic_record(f"{patient_id}_i{j + 1:02d}", patient_id, int(label), image, mask, spacing)
+            image, mask = _render_image(anatomy, int(label), size, rng, patient_knobs)
+            record = synthetic_record(f"{patient_id}_i{j + 1:02d}", patient_id, int(label), image, mask, spacing)
+            record.attributes = attributes
+            yield record
+
+
+def _site_and_sex(rng: np.random.Generator, knobs: dict, sites: Sequence[str], noise_scale: Sequence[float]) -> tuple[dict, dict]:
+    """A patient's site and sex, and the knobs of its images (the site's detector noise)."""
+    k = int(rng.integers(len(sites)))
+    sex = "F" if rng.uniform() < 0.5 else "M"
+    low, high = knobs["noise_std"]
+    return {"site": str(sites[k]), "sex": sex}, {**knobs, "noise_std": (low * noise_scale[k], high * noise_scale[k])}

@@ -1,0 +1,7 @@
+"""Rule robustness_summary: every model's performance-vs-severity curves in one figure."""
+from casebook.scripting import logged
+from casebook.validation.stages import robustness_summary_stage
+
+with logged(snakemake):  # noqa: F821
+    sm = snakemake  # noqa: F821
+    robustness_summary_stage(sm.params.runs, list(sm.input.tables), sm.params.robustness, sm.output.figure, title=sm.params.title)
