@@ -64,13 +64,22 @@ def test_threshold_and_selection_never_read_the_test_set() -> None:
     assert 0 <= summary["test"]["ece"] <= 1
 
 
-def test_select_model_picks_the_best_out_of_fold_auc() -> None:
+def test_select_model_picks_the_best_validation_auc_on_shared_folds() -> None:
     rng = np.random.default_rng(1)
-    choice = select_model({"weak": scored(rng, 200, 0.5), "strong": scored(rng, 200, 4.0)})
+    # "strong" ranks well within each fold but its folds' probability scales differ
+    # (pooling them would hurt it); "weak" trained fold 0 only
+    folds = [scored(rng, 60, 3.0, prefix=f"f{f}_").assign(fold=f) for f in range(5)]
+    for f, part in enumerate(folds):
+        part["prob_1"] = 1 / (1 + np.exp(-(np.log(part["prob_1"] / (1 - part["prob_1"])) + 2.0 * (f - 2))))
+    strong = pd.concat(folds, ignore_index=True)
+    weak = scored(np.random.default_rng(5), 60, 1.0, prefix="f0_").assign(fold=0)
+    weak["image_id"], weak["patient_id"], weak["label"] = folds[0]["image_id"], folds[0]["patient_id"], folds[0]["label"]
+    choice = select_model({"weak": weak, "strong": strong})
+    assert choice["shared_folds"] == [0]
     assert choice["selected"] == "strong"
     assert choice["scores"]["strong"] > choice["scores"]["weak"]
-    with pytest.raises(ValueError, match="cannot select on 'ece'"):
-        select_model({"m": scored(rng, 20, 1.0)}, "ece")
+    with pytest.raises(ValueError, match="share no validation fold"):
+        select_model({"a": weak, "b": folds[1]})
 
 
 def test_pairwise_comparison_finds_the_better_model() -> None:

@@ -42,13 +42,16 @@ def test_pick_examples_per_class_and_seeded() -> None:
     assert set(picked["image_id"]) <= set(predictions["image_id"])
 
 
-def test_pick_scored_is_a_seeded_sample_sorted_by_id() -> None:
+def test_pick_scored_is_a_seeded_class_balanced_sample_sorted_by_id() -> None:
     predictions = pd.DataFrame({"image_id": [f"i{k:02d}" for k in range(20)], "label": [0, 1] * 10})
     scored = pick_scored(predictions, 5, seed=3)
     assert len(scored) == 5 and scored["image_id"].is_monotonic_increasing
     assert scored.equals(pick_scored(predictions, 5, seed=3))
     assert not scored.equals(pick_scored(predictions, 5, seed=4))
     assert len(pick_scored(predictions, 100, seed=0)) == 20  # all, when fewer than the cap
+    # a rare class still gets its share: 2 positives in 40 images, 4 scored
+    rare = pd.DataFrame({"image_id": [f"r{k:02d}" for k in range(40)], "label": [1, 1] + [0] * 38})
+    assert pick_scored(rare, 4, seed=0)["label"].tolist().count(1) == 2
 
 
 def test_settings_take_the_schema_defaults_under_the_config() -> None:

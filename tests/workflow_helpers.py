@@ -74,7 +74,7 @@ def cheap_validation(cs: dict, *, mask_size: int) -> None:
     three perturbations: every method and figure still runs, in seconds."""
     cs["explain"] = {
         "images_per_class": 2,
-        "max_images": 4,
+        "max_images": 8,
         "deletion_steps": 5,
         "occlusion": {"mask_size": mask_size, "overlap": 0.0},
         "smoothgrad": {"samples": 2},

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from casebook.explainability import explain, sanity_check
 from casebook.explainability.faithfulness import deletion_insertion, energy_in_mask, pointing_chance, pointing_game, random_reference
 from casebook.explainability.figures import plot_attribution_grid, plot_faithfulness, plot_sanity
-from casebook.fileio import write_json
+from casebook.fileio import json_safe, write_json
 from casebook.models import cam_layer
 from casebook.preprocess import load_cache
 from casebook.train import load_model, select_device
@@ -84,10 +84,14 @@ def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int = 0) -> p
 
 
 def pick_scored(predictions: pd.DataFrame, max_images: int, seed: int = 0) -> pd.DataFrame:
-    """Up to ``max_images`` test images, a plain random sample drawn with ``seed``
-    (the class mix follows the test set), sorted by image id."""
-    n = min(int(max_images), len(predictions))
-    return predictions.sample(n=n, random_state=seed).sort_values("image_id").reset_index(drop=True)
+    """Up to ``max_images`` test images drawn with ``seed``, as many of each class as it
+    has (up to an equal share), so that a small sample still holds lesion-bearing images
+    for the pointing game; sorted by image id."""
+    per_class = max(1, int(max_images) // predictions["label"].nunique())
+    picked = pick_examples(predictions, per_class, seed)
+    rest = predictions[~predictions["image_id"].isin(picked["image_id"])]
+    extra = rest.sample(n=min(int(max_images) - len(picked), len(rest)), random_state=seed) if len(picked) < max_images else rest.iloc[:0]
+    return pd.concat([picked, extra]).sort_values("image_id").reset_index(drop=True)
 
 
 class _Cache:
@@ -175,19 +179,6 @@ def sanity_scores(model, x, targets, maps: dict[str, np.ndarray], cfg, layer: st
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else None
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinities as null: JSON has no NaN, and readers choke on it."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def method_summary(seconds, curves, random, local, area_mean, sanity) -> dict[str, Any]:
@@ -327,7 +318,7 @@ def explain_stage(
         },
         "per_image": per_image_rows(scored, targets, curves, random, masked_ids, local, areas, sanity),
     }
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     write_json(outputs["summary"], summary)
 
     # figures

@@ -218,7 +218,7 @@ def _html_table(table: pd.DataFrame, title: str) -> str:
     shown["test images / patients"] = [f"{a} / {b}" for a, b in zip(table["n_test_images"], table["n_test_patients"])]
     shown["Grad-CAM energy in lesion"] = table["gradcam_energy_in_mask"].map(lambda v: _cell(v, digits=2))
     note = (
-        "<p>* selected on pooled out-of-fold validation predictions. Test metrics are those of each model's fold "
+        "<p>* selected on validation predictions only (mean validation AUC over the folds every model trained). Test metrics are those of each model's fold "
         "ensemble (mean probability), at the threshold chosen on its out-of-fold predictions.</p>"
     )
     return f"<html><body><h3>{title}</h3>" + shown.to_html(index=False, border=0) + note + "</body></html>\n"

@@ -311,7 +311,8 @@ def fold_split(splits: dict[str, Any], fold: int, where: str | Path = "splits.js
     if not 0 <= fold < len(folds):
         raise ValueError(
             f"{where}: there is no fold {fold}; this split has {len(folds)} fold(s) (0-{len(folds) - 1}), "
-            "e.g. one when the source defines its own validation split: set 'folds' in the case study"
+            "e.g. one when the source defines its own validation split (MedMNIST), where 'folds: all' still asks "
+            "for split.k folds: set 'folds: [0]' in the case study"
         )
     return folds[fold]
 

@@ -347,6 +347,20 @@ def first_runs(cs):
     return [(m, model_folds(cs, m)[0]) for m in CASESTUDIES[cs].get("models") or {}]
 
 
+#: evaluate keys read only by the subgroups rule: changing them must not rerun evaluation
+SUBGROUP_KEYS = ("subgroups", "min_group_patients")
+
+
+def evaluate_settings(cs, *, subgroups=False):
+    """The case study's 'evaluate' block as a rule's params: the subgroup keys only for
+    the subgroups rule, and none of the classification-only keys for segmentation, so
+    that editing one does not rerun the jobs that never read it."""
+    cfg = dict(CASESTUDIES[cs].get("evaluate", {}))
+    if is_segmentation(cs):
+        return {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS + ("calibration_bins",)}
+    return cfg if subgroups else {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS}
+
+
 def model_names(cs):
     return list(CASESTUDIES[cs].get("models") or {})
 
@@ -394,7 +408,7 @@ def validation_targets(cs):
         f"results/{cs}/figures/reliability.png",
         f"results/{cs}/figures/robustness.png",
     ]
-    if len(model_names(cs)) > 1:
+    if len(model_names(cs)) > 1 and len(CASESTUDIES[cs]["class_names"]) == 2:  # paired AUC tests are binary
         out.append(f"results/{cs}/figures/pairwise.png")
     if CASESTUDIES[cs].get("evaluate", {}).get("subgroups"):
         out.append(f"results/{cs}/figures/subgroups.png")

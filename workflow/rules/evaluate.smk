@@ -32,7 +32,7 @@ rule evaluate:
         confusion_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/confusion.png"),
     params:
         model=lambda wc: model_config(wc.cs, wc.model),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
         class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     wildcard_constraints:

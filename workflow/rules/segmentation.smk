@@ -87,7 +87,7 @@ rule evaluate_seg:
         bland_altman_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png"),
     params:
         model=lambda wc: model_config(wc.cs, wc.model),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
         title=lambda wc: f"{CASESTUDIES[wc.cs].get('title') or wc.cs}: {wc.model}",
     wildcard_constraints:
         cs=SEGMENTATION_CS,

@@ -12,7 +12,7 @@ rule crossval:
         test="results/{cs}/crossval/{model}/predictions_test.tsv",
     params:
         folds=lambda wc: model_folds(wc.cs, wc.model),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
     wildcard_constraints:
         cs=CLASSIFICATION_CS,
     log:
@@ -32,7 +32,7 @@ rule select_model:
         "results/{cs}/validation/selection.json",
     params:
         models=lambda wc: model_names(wc.cs),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
     wildcard_constraints:
         cs=CLASSIFICATION_CS,
     log:
@@ -60,7 +60,7 @@ rule compare_models:
         figure_summary=summary_of("results/{cs}/figures/pairwise.png"),
     params:
         models=lambda wc: model_names(wc.cs),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     wildcard_constraints:
         cs=CLASSIFICATION_CS,
@@ -90,7 +90,7 @@ rule subgroups:
         figure_summary=summary_of("results/{cs}/figures/subgroups.png"),
     params:
         models=lambda wc: model_names(wc.cs),
-        evaluate=lambda wc: CASESTUDIES[wc.cs].get("evaluate", {}),
+        evaluate=lambda wc: evaluate_settings(wc.cs, subgroups=True),
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     wildcard_constraints:
         cs=CLASSIFICATION_CS,

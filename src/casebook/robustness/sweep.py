@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from casebook.data import CachedImages, make_loader, rows_for
 from casebook.evaluate import point_metrics
-from casebook.fileio import atomic_path, read_json, write_json
+from casebook.fileio import atomic_path, json_safe, read_json, write_json
 from casebook.preprocess import load_cache
 from casebook.robustness import figures
 from casebook.robustness.perturbations import IDENTITY, UNITS, image_seeds, merged_severities, perturb
@@ -147,7 +147,7 @@ def robustness_stage(
     }
     with atomic_path(outputs["table"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    write_json(outputs["summary"], summary)
+    write_json(outputs["summary"], json_safe(summary))
     run = f"{wildcards['model']} fold {wildcards['fold']}" if wildcards and "model" in wildcards else "model"
     figures.plot_robustness({run: table}, metric, margin, f"{title}: {metric.replace('_', ' ')} under perturbation", outputs["curves"])
     figures.plot_perturbation_examples(

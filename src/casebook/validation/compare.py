@@ -23,7 +23,7 @@ def aligned(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def pairwise_comparisons(tables: dict[str, pd.DataFrame], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def pairwise_comparisons(tables: dict[str, pd.DataFrame], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """One row per model pair (binary tasks): AUC difference, DeLong and bootstrap p-values."""
     tables = aligned(tables)
     rows: list[dict[str, Any]] = []
@@ -34,7 +34,7 @@ def pairwise_comparisons(tables: dict[str, pd.DataFrame], *, n_boot: int = 2000,
         labels = ta["label"].to_numpy()
         score_a, score_b = ta["prob_1"].to_numpy(), tb["prob_1"].to_numpy()
         delong = delong_test(labels, score_a, score_b)
-        boot = paired_bootstrap_test(labels, score_a, score_b, ta["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+        boot = paired_bootstrap_test(labels, score_a, score_b, ta["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, level=level)
         rows.append(
             {
                 "model_a": a,

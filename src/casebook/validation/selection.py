@@ -15,27 +15,38 @@ import pandas as pd
 from casebook.evaluate import point_metrics
 from casebook.validation.crossval import prob_columns
 
-#: metrics for which a larger value is better; selection maximises one of them
-SELECTABLE = ("auc", "balanced_accuracy", "f1", "accuracy")
+def select_model(oof_tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """The model with the best mean validation AUC over the folds that every model
+    trained (ties go to the model listed first).
 
-
-def select_model(oof_tables: dict[str, pd.DataFrame], metric: str = "auc") -> dict[str, Any]:
-    """The model with the best pooled out-of-fold ``metric`` (threshold-free AUC by
-    default; the threshold metrics at 0.5). Ties go to the model listed first."""
-    if metric not in SELECTABLE:
-        raise ValueError(f"cannot select on {metric!r}; choose one of {SELECTABLE}")
-    scores = {}
+    Models may train different folds (a slow one only fold 0): comparing one model's
+    pooled folds with another's single fold would compare different images, and pooling
+    separately trained models lowers the AUC when their probability scales differ. So
+    each model is scored per shared fold, on the same validation images, and the fold
+    AUCs are averaged.
+    """
+    shared = sorted(set.intersection(*(set(t["fold"].astype(int)) for t in oof_tables.values())))
+    if not shared:
+        folds = {m: sorted(set(t["fold"].astype(int))) for m, t in oof_tables.items()}
+        raise ValueError(f"the models share no validation fold, so they cannot be compared on the same images: {folds}")
+    per_fold: dict[str, dict[int, float]] = {}
     for model, table in oof_tables.items():
         cols = prob_columns(table)
-        scores[model] = point_metrics(table["label"].to_numpy(), table[cols].to_numpy())[metric]
-    finite = {m: s for m, s in scores.items() if np.isfinite(s)}
+        per_fold[model] = {}
+        for fold in shared:
+            part = table[table["fold"].astype(int) == fold]
+            per_fold[model][fold] = point_metrics(part["label"].to_numpy(), part[cols].to_numpy())["auc"]
+    scores = {m: float(np.nanmean(list(f.values()))) if np.isfinite(list(f.values())).any() else float("nan") for m, f in per_fold.items()}
+    finite = {m: v for m, v in scores.items() if np.isfinite(v)}
     if not finite:
-        raise ValueError(f"no model has a finite out-of-fold {metric}: {scores}")
+        raise ValueError(f"no model has a finite validation AUC on folds {shared}: {scores}")
     chosen = max(finite, key=lambda m: finite[m])
     return {
         "selected": chosen,
-        "metric": metric,
-        "data": "pooled out-of-fold validation predictions (no test data)",
+        "metric": "auc",
+        "rule": "highest mean validation AUC over the folds every model trained",
+        "data": "out-of-fold validation predictions (no test data)",
+        "shared_folds": shared,
         "scores": scores,
-        "n_images": {m: int(len(t)) for m, t in oof_tables.items()},
+        "per_fold": {m: {str(k): v for k, v in f.items()} for m, f in per_fold.items()},
     }

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from casebook.fileio import atomic_path, read_json, write_json
+from casebook.fileio import atomic_path, json_safe, read_json, write_json
 from casebook.layout import read_manifest
 from casebook.validation import figures
 from casebook.validation.compare import pairwise_comparisons
@@ -31,21 +31,21 @@ def crossval_stage(folds: Sequence[int], val_paths, test_paths, cfg: dict[str, A
     summary, oof, ensemble = crossval_summary(val, test, cfg, seed=seed, where=[str(p) for p in val_paths])
     write_tsv(oof, outputs["oof"])
     write_tsv(ensemble, outputs["test"])
-    write_json(outputs["summary"], summary)
+    write_json(outputs["summary"], json_safe(summary))
     return summary
 
 
 def select_stage(models: Sequence[str], oof_paths, cfg: dict[str, Any], output: str) -> dict:
     """select_model: the best model on pooled out-of-fold validation predictions."""
-    choice = select_model({m: read_predictions(p) for m, p in zip(models, oof_paths)}, cfg.get("select_on", "auc"))
+    choice = select_model({m: read_predictions(p) for m, p in zip(models, oof_paths)})
     choice["inputs"] = [str(p) for p in oof_paths]
-    write_json(output, choice)
+    write_json(output, json_safe(choice))
     return choice
 
 
 def compare_stage(models: Sequence[str], test_paths, selection_path, cfg: dict[str, Any], outputs: dict[str, str], *, title: str, seed: int):
     """compare_models: paired tests of every model pair on the test set, and their figure."""
-    table = pairwise_comparisons({m: read_predictions(p) for m, p in zip(models, test_paths)}, n_boot=int(cfg.get("n_bootstrap", 1000)), seed=seed)
+    table = pairwise_comparisons({m: read_predictions(p) for m, p in zip(models, test_paths)}, n_boot=int(cfg.get("n_bootstrap", 1000)), level=float(cfg.get("ci_level", 0.95)), seed=seed)
     selected = read_json(selection_path)["selected"]
     write_tsv(table, outputs["table"])
     figures.plot_pairwise(table, f"{title}: paired AUC differences on the test set (selected on validation: {selected})", outputs["figure"])

@@ -15,6 +15,9 @@ def attach_groups(predictions: pd.DataFrame, manifest: pd.DataFrame, columns: Se
 
     A column the manifest lacks is an error naming the manifest and the column.
     """
+    clash = [c for c in columns if c in predictions.columns]
+    if clash:
+        raise ValueError(f"evaluate.subgroups: {', '.join(clash)} is not a grouping column (it is part of every prediction table)")
     missing = [c for c in columns if c not in manifest.columns]
     if missing:
         raise ValueError(
