@@ -239,6 +239,23 @@ def test_cross_validation_pools_folds_and_selects_on_validation_only(tiny):
     assert record["inputs"] and all(path.endswith("predictions_oof.tsv") for path in record["inputs"]), record["inputs"]
 
 
+def strict_json(path):
+    """JSON as other tools read it: NaN and Infinity are not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not valid JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_validation_outputs_are_strict_json(tiny):
+    root = tiny / "results/pneumonia_cxr"
+    for path in [*root.glob("crossval/*/crossval.json"), root / "validation/selection.json", *root.glob("robustness/*/*/robustness.json"), *root.glob("explain/*/*/explain.json")]:
+        strict_json(path)
+    # resnet18 trains one fold: no fold sd, written as null
+    assert strict_json(root / "crossval/resnet18/crossval.json")["fold_mean_sd"]["auc"]["sd"] is None
+
+
 def test_subgroups_cover_the_manifest_columns(tiny):
     table = pd.read_csv(tiny / "results/pneumonia_cxr/validation/subgroups.tsv", sep="\t")
     assert set(zip(table["column"], table["group"].astype(str))) >= {("site", "A"), ("site", "C"), ("sex", "F"), ("sex", "M")}
