@@ -56,7 +56,9 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
     assert out.count("Group job qc") == 8  # per case study: geometry + fingerprint, split + leakage check
-    assert out.count("Group job inference") == 3  # one per trained classifier
+    # one per trained fold model (7): evaluation, with explanation and robustness sweep
+    # for each model's first fold
+    assert out.count("Group job inference") == 7
     blocks = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):\n((?:    .*\n)+)", out)}
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
     assert "gpu=1" in blocks["train_seg"] and "mem_mb=8000" in blocks["train_seg"]  # the train rule's row
