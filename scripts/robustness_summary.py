@@ -4,4 +4,6 @@ from casebook.validation.stages import robustness_summary_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
-    robustness_summary_stage(sm.params.runs, list(sm.input.tables), sm.params.robustness, sm.output.figure, title=sm.params.title)
+    robustness_summary_stage(
+        sm.params.runs, list(sm.input.tables), sm.params.robustness, sm.output.figure, metric=sm.params.metric, title=sm.params.title
+    )

@@ -25,8 +25,9 @@ def test_default_dag_dry_run(tmp_path):
         assert jobs.get(rule) == 7, (rule, jobs)
     for rule in ("explain", "robustness", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
-    for rule in ("select_model", "validation_figures", "robustness_summary"):
+    for rule in ("select_model", "validation_figures"):
         assert jobs.get(rule) == 2, (rule, jobs)
+    assert jobs.get("robustness_seg") == 4 and jobs.get("robustness_summary") == 4, jobs
     assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
     assert jobs.get("train_seg") == jobs.get("evaluate_seg") == 4, jobs
     assert jobs.get("figure_training") == 11, jobs

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import copy_workflow, edit_yaml, snakemake
+from workflow_helpers import cheap_validation, copy_workflow, edit_yaml, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,9 @@ def medmnist_workdir(tmp_path: Path, *, url: str, md5: str, dataset: dict | None
     study.update(name="tiny_medmnist", dataset={"name": "tinymnist", "size": 28, **(dataset or {})})
     study["preprocess"]["size"] = [28, 28]
     study["train"].update(epochs=3, batch_size=16)
-    study["evaluate"]["n_bootstrap"] = 50
+    study["evaluate"].update(n_bootstrap=50, subgroups=[])  # MedMNIST has no site or sex
+    study["folds"] = [0]  # MedMNIST defines its own validation split: one fold
+    cheap_validation(study, mask_size=7)
     (workdir / "config/casestudies/tiny_medmnist.yaml").write_text(yaml.safe_dump(study))
     edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=["config/casestudies/tiny_medmnist.yaml"]))
     return workdir

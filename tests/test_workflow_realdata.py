@@ -16,7 +16,8 @@ import yaml
 
 from casebook.layout import geometry_mismatches
 from realformat import PHI, make_msd_task, tar_folder, write_ct_series, zip_folder
-from workflow_helpers import copy_workflow, edit_yaml, snakemake
+from casebook.robustness.perturbations import PERTURBATIONS
+from workflow_helpers import cheap_validation, copy_workflow, edit_yaml, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -248,6 +249,7 @@ def test_dicom_identifiers_never_reach_any_output(tmp_path, http_root):
     study["preprocess"].update(spacing=None, size=[16, 16, 16])
     study["train"].update(epochs=1, batch_size=8)
     study["evaluate"]["n_bootstrap"] = 20
+    cheap_validation(study, mask_size=8)
     study["explain"]["images_per_class"] = 1
     use_casestudy(workdir, study)
     snakemake(workdir)
@@ -280,6 +282,7 @@ def test_real_brats_cases_run_end_to_end(tmp_path):
         "segmentation": {"spacing": [4.0, 4.0, 4.0], "max_patch_voxels": 4096, "samples_per_volume": 2},
         "train": {"epochs": 1},
         "evaluate": {"n_bootstrap": 20},
+        "robustness": {"perturbations": {name: [] for name in PERTURBATIONS} | {"noise": [1.0]}},
     }
     edit_yaml(workdir / "config/shared_brats.yaml", lambda c: c.update(overrides={"brats2015_sample": quick}))
     snakemake(workdir, "--configfile", "config/shared_brats.yaml")

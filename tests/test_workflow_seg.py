@@ -31,6 +31,7 @@ def test_both_case_studies_train_and_evaluate_every_model(seg_run):
     workdir, plan = seg_run
     jobs = planned_jobs(plan.stdout)
     assert jobs["train_seg"] == 4 and jobs["evaluate_seg"] == 4 and jobs["summarize_seg"] == 2
+    assert jobs["robustness_seg"] == 4 and jobs["robustness_summary"] == 2
     for cs, models, regions in (
         ("brain_tumour_mri", ("unet", "segresnet"), {"whole_tumour", "tumour_core", "enhancing_tumour"}),
         ("abdomen_ct", ("unet", "dynunet"), {"liver", "kidney", "spleen", "liver_lesion", "kidney_lesion"}),
@@ -78,3 +79,14 @@ def test_report_has_the_segmentation_figures_and_a_rerun_does_nothing(seg_run):
     for name in ("overlays.png", "bland_altman.png", "dice_boxplot.png", "model_comparison.png"):
         assert name in report
     assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+
+
+def test_robustness_curves_of_every_segmentation_model(seg_run):
+    workdir, _ = seg_run
+    for cs, models in (("brain_tumour_mri", ("unet", "segresnet")), ("abdomen_ct", ("unet", "dynunet"))):
+        for model in models:
+            table = pd.read_csv(workdir / f"results/{cs}/robustness/{model}/fold_0/robustness.tsv", sep="\t")
+            # the clean point, then the one configured severity, of the one perturbation left on
+            assert list(table["perturbation"]) == ["blur", "blur"] and list(table["severity"]) == [0.0, 2.0]
+            assert table["dice"].between(0, 1).all()
+        assert (workdir / f"results/{cs}/figures/robustness.png").stat().st_size > 0

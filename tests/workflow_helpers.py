@@ -97,6 +97,7 @@ def make_tiny_segmentation(workdir: Path) -> None:
         cs["segmentation"].update(max_patch_voxels=4096, samples_per_volume=2)
         cs["train"].update(epochs=2, batch_size=2)
         cs["evaluate"]["n_bootstrap"] = 50
+        cs["robustness"] = {"perturbations": {name: [] for name in cs["robustness"]["perturbations"]} | {"blur": [2.0]}}
 
     edit_yaml(workdir / "config/casestudies/brain_tumour_mri.yaml", lambda cs: shrink(cs, [32, 32, 24], [6.0, 6.0, 7.0]))
     edit_yaml(workdir / "config/casestudies/abdomen_ct.yaml", lambda cs: shrink(cs, [32, 32, 16], [10.0, 10.0, 15.0]))

@@ -429,7 +429,8 @@ def segmentation_targets(cs):
             f"results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
-    return out
+    out += [f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png" for model, fold in first_runs(cs)]
+    return out + [f"results/{cs}/figures/robustness.png"]
 
 
 def all_targets():

@@ -1,5 +1,6 @@
 # Validation of classifiers: folds pooled out of fold, model selection on validation data
-# only, paired model comparison and subgroups on the test set, calibration, robustness.
+# only, paired model comparison and subgroups on the test set, calibration; and the
+# robustness curves of every model (classifiers and segmentation models).
 
 
 rule crossval:
@@ -152,9 +153,9 @@ rule robustness_summary:
     params:
         runs=lambda wc: [f"{m}/fold_{f}" for m, f in first_runs(wc.cs)],
         robustness=lambda wc: CASESTUDIES[wc.cs].get("robustness", {}),
+        # a segmentation sweep scores the mean Dice over the evaluate regions
+        metric=lambda wc: "dice" if is_segmentation(wc.cs) else CASESTUDIES[wc.cs].get("robustness", {}).get("metric", "auc"),
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/validation/robustness_summary.log",
     threads: rule_threads("robustness_summary")

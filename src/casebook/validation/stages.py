@@ -75,10 +75,9 @@ def validation_figures_stage(models, crossval_paths, outputs: dict[str, str], *,
     figures.plot_reliability(curves, f"{title}: calibration on the test set", outputs["reliability"])
 
 
-def robustness_summary_stage(runs: Sequence[str], table_paths, cfg: dict[str, Any], path: str, *, title: str) -> None:
+def robustness_summary_stage(runs: Sequence[str], table_paths, cfg: dict[str, Any], path: str, *, metric: str, title: str) -> None:
     """robustness_summary: the models' performance-vs-severity curves overlaid."""
     from casebook.robustness.figures import plot_robustness
 
     tables = {run: pd.read_csv(p, sep="\t") for run, p in zip(runs, table_paths)}
-    metric = cfg.get("metric", "auc")
     plot_robustness(tables, metric, float(cfg.get("margin", 0.05)), f"{title}: test {metric} under perturbation", path)
