@@ -101,7 +101,7 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
 
     # every job went through sbatch: Snakemake names the SLURM job ids, SLURM kept their logs
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
-    assert len(submitted) >= 12, text[-4000:]  # ingest, preprocess, qc groups, 3 trainings + 1 retry, inference
+    assert len(submitted) >= 14, text[-4000:]  # ingest, preprocess, qc groups, 4 trainings + 1 retry, inference
     slurm_logs = {p.stem for p in (workdir / "logs/slurm").rglob("*.log")}
     assert set(submitted) <= slurm_logs
 
@@ -123,7 +123,7 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
             path = local.relative_to(local_run)
             assert (workdir / path).read_bytes() == local.read_bytes(), path
             compared += 1
-    assert compared == 3 + 3 + 2
+    assert compared == 4 + 4 + 2  # pneumonia_cxr: densenet_small on folds 0 and 1, resnet18; nodule_ct
     assert (workdir / "results/pneumonia_cxr/figures/model_comparison.png").is_file()
     history = [pd.read_csv(run / f"results/{RUN}/history.tsv", sep="\t").drop(columns="seconds") for run in (workdir, local_run)]
     pd.testing.assert_frame_equal(*history, check_exact=True)
