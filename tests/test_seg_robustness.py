@@ -20,13 +20,10 @@ import torch
 
 import casebook.segmentation.robustness as seg_robustness
 from casebook.fileio import write_json
-from casebook.fingerprint import fingerprint_stage
-from casebook.layout import write_dataset
 from casebook.robustness.perturbations import IDENTITY, PERTURBATIONS
-from casebook.segmentation.preprocess import preprocess_stage
 from casebook.segmentation.robustness import columns, region_dice, robustness_seg_stage
 from casebook.segmentation.train import fit
-from casebook.synthetic import CLASS_NAMES, GENERATORS, brain_mri
+from seg_cases import preprocessed_brain
 
 UNET = {"name": "unet", "kwargs": {"channels": [8, 16, 32], "strides": [2, 2]}}
 REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}
@@ -51,18 +48,8 @@ def run(tmp_path_factory) -> dict:
     """10 preprocessed synthetic subjects (3 test, 5 train, 2 validation) and a U-Net
     trained on them, as the rules leave them: model.pt, cases, seg_plan.json, splits.json."""
     root = tmp_path_factory.mktemp("seg_robustness")
-    records = GENERATORS["brain_mri"](n_patients=10, size=(32, 32, 24), spacing=(6.0, 6.0, 7.0), seed=0)
-    write_dataset(
-        records, root / "data", class_names=CLASS_NAMES["brain_mri"], modality="MRI",
-        channel_names=brain_mri.CHANNEL_NAMES, labels=brain_mri.LABEL_NAMES,
-    )  # fmt: skip
-    fingerprint_stage(root / "data", root / "fingerprint.json", root / "plan.json")
-    seg_plan = preprocess_stage(
-        root / "data", root / "plan.json", {"spacing": "auto"}, class_names=CLASS_NAMES["brain_mri"],
-        cases_out=root / "cases", plan_out=root / "seg_plan.json",
-    )  # fmt: skip
-    ids = sorted(seg_plan["cases"])
-    splits = {"test": ids[:3], "folds": [{"train": ids[3:8], "val": ids[8:]}]}
+    brain = preprocessed_brain(root)
+    seg_plan, splits = brain["seg_plan"], brain["splits"]
     write_json(root / "splits.json", splits)
     model_cfg = {
         "network": UNET,

@@ -18,12 +18,9 @@ import pytest
 import torch
 import torchio as tio
 
-from casebook.fingerprint import fingerprint_stage
-from casebook.layout import write_dataset
 from casebook.segmentation.evaluate import display_channel, pick_cases, regions_of
 from casebook.segmentation.inference import predict_probabilities
 from casebook.segmentation.networks import build_seg_network
-from casebook.segmentation.preprocess import preprocess_stage
 from casebook.segmentation.train import (
     case_subject,
     fit,
@@ -31,8 +28,8 @@ from casebook.segmentation.train import (
     load_seg_model,
     patch_loader,
 )
-from casebook.synthetic import CLASS_NAMES, GENERATORS, brain_mri
 from casebook.train import seed_everything
+from seg_cases import preprocessed_brain
 
 N_CLASSES = 4
 UNET = {"name": "unet", "kwargs": {"channels": [8, 16, 32], "strides": [2, 2]}}
@@ -51,19 +48,7 @@ def _two_threads():
 def brain(tmp_path_factory) -> dict:
     """10 preprocessed synthetic subjects and a split: 3 test, 5 train, 2 validation."""
     root = tmp_path_factory.mktemp("seg_train")
-    records = GENERATORS["brain_mri"](n_patients=10, size=(32, 32, 24), spacing=(6.0, 6.0, 7.0), seed=0)
-    write_dataset(
-        records, root / "data", class_names=CLASS_NAMES["brain_mri"], modality="MRI",
-        channel_names=brain_mri.CHANNEL_NAMES, labels=brain_mri.LABEL_NAMES,
-    )  # fmt: skip
-    fingerprint_stage(root / "data", root / "fingerprint.json", root / "plan.json")
-    seg_plan = preprocess_stage(
-        root / "data", root / "plan.json", {"spacing": "auto"}, class_names=CLASS_NAMES["brain_mri"],
-        cases_out=root / "cases", plan_out=root / "seg_plan.json",
-    )  # fmt: skip
-    ids = sorted(seg_plan["cases"])
-    splits = {"test": ids[:3], "folds": [{"train": ids[3:8], "val": ids[8:]}]}
-    return {"root": root, "cases": root / "cases", "seg_plan": seg_plan, "splits": splits}
+    return preprocessed_brain(root)
 
 
 def _cfg(**overrides) -> dict:

@@ -96,6 +96,16 @@ def _test_subset(ids: list[str], max_images: int | None, seed: int) -> list[str]
     return [ids[i] for i in picked]
 
 
+def write_sweep(table: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, str], *, wildcards, metric: str, margin: float, title: str) -> None:
+    """The table (TSV), the summary (strict JSON) and the curves figure of one sweep,
+    classification or segmentation alike."""
+    with atomic_path(outputs["table"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    write_json(outputs["summary"], json_safe(summary))
+    run = f"{wildcards['model']} fold {wildcards['fold']}" if wildcards and "model" in wildcards else "model"
+    figures.plot_robustness({run: table}, metric, margin, title, outputs["curves"])
+
+
 def robustness_stage(
     model_cfg: dict[str, Any],
     cfg: dict[str, Any],
@@ -145,11 +155,7 @@ def robustness_stage(
         "n_positive": int((labels == 1).sum()),
         "seed": seed,
     }
-    with atomic_path(outputs["table"]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    write_json(outputs["summary"], json_safe(summary))
-    run = f"{wildcards['model']} fold {wildcards['fold']}" if wildcards and "model" in wildcards else "model"
-    figures.plot_robustness({run: table}, metric, margin, f"{title}: {metric.replace('_', ' ')} under perturbation", outputs["curves"])
+    write_sweep(table, summary, outputs, wildcards=wildcards, metric=metric, margin=margin, title=f"{title}: {metric.replace('_', ' ')} under perturbation")
     figures.plot_perturbation_examples(
         _examples(test, labels, severities, seed), f"{title}: test image {ids[_example_index(labels)]}", outputs["examples"]
     )

@@ -32,10 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from casebook.figures import display_slice
-from casebook.fileio import atomic_path, json_safe, read_json, write_json
+from casebook.fileio import read_json
 from casebook.robustness import figures
 from casebook.robustness.perturbations import IDENTITY, UNITS, image_seeds, merged_severities, perturb
-from casebook.robustness.sweep import _test_subset, breakdown
+from casebook.robustness.sweep import _test_subset, breakdown, write_sweep
 from casebook.segmentation.evaluate import regions_of
 from casebook.segmentation.inference import predict_probabilities
 from casebook.segmentation.metrics import region_mask
@@ -218,11 +218,7 @@ def robustness_seg_stage(
         "n_images": len(ids),
         "seed": seed,
     }
-    with atomic_path(outputs["table"]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    write_json(outputs["summary"], json_safe(summary))
-    run = f"{wildcards['model']} fold {wildcards['fold']}" if wildcards and "model" in wildcards else "model"
-    figures.plot_robustness({run: table}, METRIC, margin, f"{title}: mean Dice under perturbation", outputs["curves"])
+    write_sweep(table, summary, outputs, wildcards=wildcards, metric=METRIC, margin=margin, title=f"{title}: mean Dice under perturbation")
     channel = (seg_plan.get("channel_names") or ["channel 0"])[0]
     figures.plot_perturbation_examples(examples, f"{title}: test case {ids[0]} ({channel}; the axial slice with the most foreground)", outputs["examples"])
     log.info("clean mean Dice %.3f over %d cases; breakdown %s", summary["clean"], len(ids), summary["breakdown"])
