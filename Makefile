@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test install install-test report dry-run lint clean dvc-repro
+.PHONY: run test install install-test report dry-run lint format clean dvc-repro
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,17 @@ report: install
 dry-run: install
 	$(BIN)/snakemake --dry-run --cores $(CORES) $(SNAKEMAKE_ARGS)
 
-lint: install
+# ruff (lint and format) for the Python, snakefmt for the rules, Snakemake's own linter
+lint: install-test
+	$(BIN)/ruff check src scripts tests benchmarks
+	$(BIN)/ruff format --check src scripts tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
+
+format: install-test
+	$(BIN)/ruff check --fix src scripts tests benchmarks
+	$(BIN)/ruff format src scripts tests benchmarks
+	$(BIN)/snakefmt Snakefile workflow/rules
 
 # DVC runs the stages' commands (snakemake) from PATH: the virtualenv's, activated or not
 dvc-repro: install

@@ -13,15 +13,15 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/explain.smk"
 include: "workflow/rules/robustness.smk"
-include: "workflow/rules/robustness_seg.smk"
-include: "workflow/rules/validation.smk"
 include: "workflow/rules/figures.smk"
-include: "workflow/rules/segmentation.smk"
+
+
+# one rules file per task family of the registry (casebook.tasks.TASKS)
+for _task in TASKS:
+
+    include: f"workflow/rules/{_task}.smk"
 
 
 rule all:

@@ -1,6 +1,6 @@
 """Cost of each attribution method of the explain rule, in seconds per explained image.
 
-Each method runs through casebook.explainability.explain with the schema's default
+Each method runs through casebook.analysis.explainability.explain with the schema's default
 settings (occlusion 8-pixel patches at 0.5 overlap, SmoothGrad 16 samples, Integrated
 Gradients 32 steps) on a small MONAI DenseNet: 2D at 64x64 and 3D at 32^3. The weights
 are random (seeded): the cost of a method does not depend on what the network learned,
@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from casebook.explainability import METHODS, attribution_mode, explain
-from casebook.models import build_network, cam_layer
+from casebook.analysis.explainability import METHODS, attribution_mode, explain
+from casebook.tasks.classification.networks import build_network, cam_layer
 
 SPEC = {"name": "densenet", "kwargs": {"init_features": 16, "growth_rate": 16, "block_config": [2, 2, 2]}}
 CASES = {

@@ -1,6 +1,6 @@
-"""Seconds per perturbed image for each robustness perturbation (casebook.robustness).
+"""Seconds per perturbed image for each robustness perturbation (casebook.analysis.robustness).
 
-For each perturbation, ``casebook.robustness.perturbations.perturb`` at its highest
+For each perturbation, ``casebook.analysis.robustness.perturbations.perturb`` at its highest
 default severity on ``--n`` random float32 images of ``--size`` (2 numbers: 2D
 (N, 1, H, W); 3 numbers: 3D (N, 1, D, H, W)). Times are the median of ``--repeats``
 after one warm-up; the rule's cost is about this times the number of test images times
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from casebook.robustness.perturbations import DEFAULT_SEVERITIES, perturb
+    from casebook.analysis.robustness.perturbations import DEFAULT_SEVERITIES, perturb
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from casebook.robustness.perturbations import DEFAULT_SEVERITIES, perturb
+    from casebook.analysis.robustness.perturbations import DEFAULT_SEVERITIES, perturb
 
 
 def main() -> None:

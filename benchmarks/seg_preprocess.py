@@ -3,10 +3,10 @@
 Measured, in the same process and on the same volumes already in memory (reading the
 files is part of neither timing):
 
-* ours: ``casebook.segmentation.preprocess.preprocess_case`` per case: reorient to LPS,
+* ours: ``casebook.tasks.segmentation.preprocess.preprocess_case`` per case: reorient to LPS,
   crop to the region of interest, resample to the target spacing (linear image, nearest
   neighbour label and roi), normalise the intensities, map label values to classes;
-* baseline, "what you would do with SimpleITK alone": ``casebook.preprocess.
+* baseline, "what you would do with SimpleITK alone": ``casebook.tasks.classification.preprocess.
   resample_to_spacing(image, spacing, is_label=False)`` plus a nearest-neighbour
   resample of the label onto the resampled image.
 
@@ -57,13 +57,13 @@ import numpy as np
 import SimpleITK as sitk
 
 try:
-    from casebook.preprocess import resample_to_spacing
+    from casebook.imaging import resample_to_spacing
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from casebook.preprocess import resample_to_spacing
+    from casebook.imaging import resample_to_spacing
 
-from casebook.segmentation import preprocess as seg
 from casebook.synthetic import GENERATORS
+from casebook.tasks.segmentation import preprocess as seg
 
 REPO = Path(__file__).resolve().parents[1]
 BRATS_DIR = REPO.parent / "shared" / "data" / "brats2013"

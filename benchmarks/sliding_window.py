@@ -1,9 +1,9 @@
 """Sliding-window inference throughput, and what the blending costs over the windows alone.
 
-For each network (``casebook.segmentation.networks.build_seg_network``, the pipeline's
+For each network (``casebook.tasks.segmentation.networks.build_seg_network``, the pipeline's
 defaults), in the same process and from the same weights:
 
-* ours: ``casebook.segmentation.inference.predict_probabilities`` on a random
+* ours: ``casebook.tasks.segmentation.inference.predict_probabilities`` on a random
   (C, z, y, x) float32 volume (default 4 x 96 x 96 x 96): MONAI sliding windows of
   ``--patch`` overlapping by ``--overlap``, Gaussian blending, softmax, back to numpy;
 * baseline: the network's plain forward passes (eval, no_grad, same autocast) over the
@@ -49,12 +49,14 @@ import numpy as np
 import torch
 
 try:
-    from casebook.segmentation.inference import autocast, predict_probabilities
+    from casebook.engine.runtime import autocast
+    from casebook.tasks.segmentation.inference import predict_probabilities
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from casebook.segmentation.inference import autocast, predict_probabilities
+    from casebook.engine.runtime import autocast
+    from casebook.tasks.segmentation.inference import predict_probabilities
 
-from casebook.segmentation.networks import build_seg_network
+from casebook.tasks.segmentation.networks import build_seg_network
 
 NETWORKS = ("unet", "segresnet", "dynunet", "unetr", "swinunetr")
 DEFAULT_NETWORKS = ["unet", "segresnet", "dynunet"]

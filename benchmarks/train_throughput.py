@@ -2,8 +2,8 @@
 
 Both train the same MONAI network, from the same initial weights, with the same
 optimizer and batch size, in the same process, alternating rounds so that machine
-load affects both alike. The pipeline loop is casebook.train.train_epoch over the
-memory-mapped preprocessed cache through casebook.data (DataLoader, no augmentation);
+load affects both alike. The pipeline loop is casebook.tasks.classification.train.train_epoch over the
+memory-mapped preprocessed cache through casebook.tasks.classification.data (DataLoader, no augmentation);
 the bare loop slices batches from tensors already in memory.
 
     .venv/bin/python benchmarks/train_throughput.py [--rounds 5] [--threads 2]
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from casebook.data import CachedImages, make_loader
-from casebook.models import build_network
-from casebook.train import train_epoch
+from casebook.tasks.classification.data import CachedImages, make_loader
+from casebook.tasks.classification.networks import build_network
+from casebook.tasks.classification.train import train_epoch
 
 CASES = {
     # name: (network spec, image shape (C, *spatial), batch size, images)

@@ -1,6 +1,6 @@
 """Rule compare_models: paired DeLong and bootstrap tests of every model pair on the test set."""
 from casebook.scripting import logged
-from casebook.validation.stages import compare_stage
+from casebook.tasks.classification.validation.stages import compare_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

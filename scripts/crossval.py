@@ -1,6 +1,6 @@
 """Rule crossval: one model's folds pooled out of fold, their spread, and the test ensemble."""
 from casebook.scripting import logged
-from casebook.validation.stages import crossval_stage
+from casebook.tasks.classification.validation.stages import crossval_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule evaluate: test-set predictions, metrics with bootstrap CIs, ROC and confusion figures."""
-from casebook.evaluate import evaluate_stage
 from casebook.scripting import logged
+from casebook.tasks.classification.evaluate import evaluate_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

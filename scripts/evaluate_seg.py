@@ -1,6 +1,6 @@
 """Rule evaluate_seg: segment the test cases, map them back, score and plot."""
 from casebook.scripting import logged
-from casebook.segmentation.evaluate import evaluate_stage
+from casebook.tasks.segmentation.evaluate import evaluate_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

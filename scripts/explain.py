@@ -1,7 +1,7 @@
 """Rule explain: attribution maps, their faithfulness and localisation, and the sanity check."""
 
-from casebook.explain import explain_stage
 from casebook.scripting import logged
+from casebook.tasks.classification.explain import explain_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

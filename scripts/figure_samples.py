@@ -1,9 +1,9 @@
 """Rule figure_samples: preprocessed images of each class, lesions outlined."""
 import pandas as pd
 
-from casebook.figures import plot_samples
-from casebook.preprocess import load_cache
+from casebook.analysis.plotting import plot_samples
 from casebook.scripting import logged
+from casebook.tasks.classification.preprocess import load_cache
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

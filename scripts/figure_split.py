@@ -1,7 +1,7 @@
 """Rule figure_split: images per class and patients in every set of every fold."""
 import pandas as pd
 
-from casebook.figures import plot_split
+from casebook.analysis.plotting import plot_split
 from casebook.scripting import logged
 
 with logged(snakemake):  # noqa: F821

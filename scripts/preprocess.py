@@ -1,8 +1,8 @@
 """Rule preprocess: resample, normalise and resize every image once, into a cache."""
 from pathlib import Path
 
-from casebook.preprocess import preprocess_dataset
 from casebook.scripting import logged
+from casebook.tasks.classification.preprocess import preprocess_dataset
 
 with logged(snakemake):  # noqa: F821
     out = snakemake.output  # noqa: F821

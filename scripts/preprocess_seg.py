@@ -1,6 +1,6 @@
 """Rule preprocess_seg: reorient, crop, resample and normalise every case, with the plan."""
 from casebook.scripting import logged
-from casebook.segmentation.preprocess import preprocess_stage
+from casebook.tasks.segmentation.preprocess import preprocess_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule robustness_summary: every model's performance-vs-severity curves in one figure."""
+from casebook.analysis.robustness.summary import robustness_summary_stage
 from casebook.scripting import logged
-from casebook.validation.stages import robustness_summary_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule select_model: the best model on out-of-fold validation predictions (no test data)."""
 from casebook.scripting import logged
-from casebook.validation.stages import select_stage
+from casebook.tasks.classification.validation.stages import select_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

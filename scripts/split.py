@@ -1,6 +1,6 @@
 """Rule split: patient-level, stratified, seeded splits, written once."""
-from casebook.split import split_stage
 from casebook.scripting import logged
+from casebook.split import split_stage
 
 with logged(snakemake):  # noqa: F821
     split_stage(

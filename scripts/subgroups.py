@@ -1,6 +1,6 @@
 """Rule subgroups: test metrics per group of the manifest's grouping columns."""
 from casebook.scripting import logged
-from casebook.validation.stages import subgroups_stage
+from casebook.tasks.classification.validation.stages import subgroups_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule summarize: the case study's table of test metrics and the model comparison plot."""
-from casebook.figures import summarize_stage
 from casebook.scripting import logged
+from casebook.tasks.classification.figures import summarize_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Rule summarize_seg: per-case Dice boxplots, the model comparison table and paired tests."""
 from casebook.scripting import logged
-from casebook.segmentation.compare import compare_stage
+from casebook.tasks.segmentation.compare import compare_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

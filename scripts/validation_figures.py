@@ -1,6 +1,6 @@
 """Rule validation_figures: cross-validation fold spread and reliability diagram."""
 from casebook.scripting import logged
-from casebook.validation.stages import validation_figures_stage
+from casebook.tasks.classification.validation.stages import validation_figures_stage
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -101,3 +101,12 @@ def http_root(tmp_path):
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The shared run of the tiny default DAG (tests/shared_run.py), made once per session
+    on first use: for tests that only read its outputs, or put back what they change."""
+    from shared_run import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("tiny_run") / "wf")

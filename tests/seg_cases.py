@@ -7,8 +7,8 @@ from pathlib import Path
 
 from casebook.fingerprint import fingerprint_stage
 from casebook.layout import write_dataset
-from casebook.segmentation.preprocess import preprocess_stage
 from casebook.synthetic import CLASS_NAMES, GENERATORS, brain_mri
+from casebook.tasks.segmentation.preprocess import preprocess_stage
 
 
 def preprocessed_brain(root: Path) -> dict:

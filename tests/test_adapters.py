@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from realformat import make_msd_task
 
 from casebook.adapters.case_folders import case_folder_records
 from casebook.adapters.image_folder import image_folder_records
@@ -17,7 +18,6 @@ from casebook.adapters.msd import msd_records
 from casebook.deid import DeidError, find_leaks, load_or_create_key, pseudonym
 from casebook.ingest import ingest
 from casebook.layout import read_manifest
-from realformat import make_msd_task
 
 KEY = b"0123456789abcdef0123456789abcdef"
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013"

@@ -13,12 +13,15 @@ from casebook import audit, provenance
 
 
 def _write(records: Path, output: str, rule: str, inputs: dict[str, str], params: dict | None = None) -> None:
+    """A record of ``output`` in the current format (checksums made up: the files need not exist)."""
     record = {
         "rule": rule, "wildcards": {"cs": "demo"}, "inputs": inputs, "outputs": {output: f"sha256:{rule}"},
         "params": params or {}, "seed": 7, "finished": "2026-11-22T10:00:00+00:00",
         "code": {"commit": "0123456789abcdef", "dirty": True, "hashes": {"package": "feedbeefcafe0000"}},
         "environment": {"packages": {"python": "3.11.7", "torch": "2.13.0"}, "device": {"cuda_available": False}},
     }  # fmt: skip
+    current = provenance.record(rule=rule, inputs=[], outputs=[], started="2026-11-22T09:00:00+00:00", code={})
+    record = {**current, **record, "output": output, "stats": {}}
     path = provenance.record_path(output, records)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -60,3 +63,20 @@ def test_summary_names_rule_code_environment_data_and_the_audit_command(records)
 def test_summary_of_an_unrecorded_file_names_it(records):
     with pytest.raises(audit.AuditError, match="results/other.png: no provenance record"):
         audit.summary_rst("results/other.png", records_dir=records)
+
+
+def test_records_from_before_the_format_had_a_version_are_read_the_same_way(records):
+    current = audit.summary_rst("results/fig.png", records_dir=records)
+    for path in records.rglob("*.json"):
+        old = json.loads(path.read_text())
+        assert old.pop("format") == "casebook-provenance" and old.pop("version") == 2
+        path.write_text(json.dumps(old))
+    assert audit.summary_rst("results/fig.png", records_dir=records) == current
+    assert len(audit.data_sources("results/fig.png", records_dir=records)) == 3
+
+
+def test_a_record_of_a_newer_version_fails_the_audit_naming_it(records):
+    path = provenance.record_path("results/fig.png", records)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "version": 99}))
+    with pytest.raises(audit.AuditError, match="results/fig.png: unreadable provenance record .*newer"):
+        audit.summary_rst("results/fig.png", records_dir=records)

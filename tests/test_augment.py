@@ -1,11 +1,11 @@
-"""Tests for casebook.augment: the TorchIO augmentation policy built from the config."""
+"""Tests for casebook.engine.augment: the TorchIO augmentation policy built from the config."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from casebook.augment import POLICY_KEYS, build_augmentation
+from casebook.engine.augment import POLICY_KEYS, build_augmentation
 
 torch.set_num_threads(1)
 

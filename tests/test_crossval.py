@@ -1,4 +1,4 @@
-"""Tests for casebook.validation: folds pooled out of fold, the fold ensemble, model
+"""Tests for casebook.tasks.classification.validation: folds pooled out of fold, the fold ensemble, model
 selection on validation data only, paired comparison and subgroups."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from casebook.validation.compare import pairwise_comparisons
-from casebook.validation.crossval import crossval_summary, ensemble, pool_out_of_fold
-from casebook.validation.selection import select_model
-from casebook.validation.subgroups import attach_groups, subgroup_table
+from casebook.tasks.classification.validation.compare import pairwise_comparisons
+from casebook.tasks.classification.validation.crossval import crossval_summary, ensemble, pool_out_of_fold
+from casebook.tasks.classification.validation.selection import select_model
+from casebook.tasks.classification.validation.subgroups import attach_groups, subgroup_table
 
 CFG = {"threshold": "youden", "n_bootstrap": 50, "ci_level": 0.95, "calibration_bins": 5}
 

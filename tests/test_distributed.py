@@ -1,4 +1,4 @@
-"""Tests for data-parallel training (casebook.distributed, ``fit(..., processes=2)``).
+"""Tests for data-parallel training (casebook.engine.distributed, ``fit(..., processes=2)``).
 
 Two worker processes on CPU with the gloo backend train the tiny model of
 test_train.py. Each launch costs a few seconds (every worker imports torch and MONAI),
@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from casebook import distributed
-from casebook.train import BEST, CHECKPOINT, HISTORY_COLUMNS, fit, load_model
-
 from tiny_cache import write_tiny_cache
 
+from casebook.engine import distributed
+from casebook.engine.checkpoint import BEST, CHECKPOINT
+from casebook.tasks.classification.train import HISTORY_COLUMNS, fit, load_model
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""Tests for casebook.evaluate: metrics, threshold choice and patient-level bootstrap CIs."""
+"""Tests for casebook.tasks.classification.evaluate: metrics, threshold choice and patient-level bootstrap CIs."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from casebook.evaluate import (
-    METRICS,
-    bootstrap_ci,
-    choose_threshold,
-    evaluate_predictions,
-    point_metrics,
-    predict_labels,
-    prediction_table,
-    roc_table,
-)
+from casebook.analysis.stats import bootstrap_ci
+from casebook.tasks.classification.evaluate import prediction_table, roc_table
+from casebook.tasks.classification.metrics import METRICS, choose_threshold, evaluate_predictions, point_metrics, predict_labels
 
 
 def _binary(p1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for casebook.explain: the explain rule's image choice, settings and the stage
+"""Tests for casebook.tasks.classification.explain: the explain rule's image choice, settings and the stage
 end to end on a tiny trained model and cache (the methods themselves are tested in
 test_explainability.py)."""
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from casebook.explain import DEFAULTS, energy_in_mask, explain_stage, method_settings, pick_examples, pick_scored, settings_with_defaults
-from casebook.models import build_network
+from casebook.tasks.classification.explain import DEFAULTS, energy_in_mask, explain_stage, method_settings, pick_examples, pick_scored, settings_with_defaults
+from casebook.tasks.classification.networks import build_network
 
 torch.set_num_threads(1)
 

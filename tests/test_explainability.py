@@ -1,4 +1,4 @@
-"""Tests for casebook.explainability: the attribution methods, deletion / insertion,
+"""Tests for casebook.analysis.explainability: the attribution methods, deletion / insertion,
 pointing game, the model-randomization sanity check and the figures.
 
 Tiny MONAI DenseNets on 16x16 and 12^3 inputs for the shape tests; one trained in the
@@ -17,7 +17,7 @@ import torch
 from matplotlib.image import imread
 from monai.networks.nets import DenseNet
 
-from casebook.explainability import (
+from casebook.analysis.explainability import (
     METHODS,
     cascade_blocks,
     deletion_insertion,
@@ -30,13 +30,13 @@ from casebook.explainability import (
     rank_correlation,
     sanity_check,
 )
-from casebook.explainability.faithfulness import perturbed_images, ranking, spatial_mask
-from casebook.explainability.figures import plot_attribution_grid, plot_faithfulness, plot_sanity
-from casebook.explainability.sanity import correlations
+from casebook.analysis.explainability.faithfulness import perturbed_images, ranking, spatial_mask
+from casebook.analysis.explainability.figures import plot_attribution_grid, plot_faithfulness, plot_sanity
+from casebook.analysis.explainability.sanity import correlations
 
 torch.set_num_threads(1)
 
-LAYER = "class_layers.relu"  # casebook.models.cam_layer of a MONAI DenseNet
+LAYER = "class_layers.relu"  # casebook.tasks.classification.networks.cam_layer of a MONAI DenseNet
 FAST = {"occlusion": {"mask_size": 4}, "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}}
 
 

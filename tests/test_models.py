@@ -1,11 +1,11 @@
-"""Tests for casebook.models: MONAI networks by name, and their Grad-CAM layers."""
+"""Tests for casebook.tasks.classification.networks: MONAI networks by name, and their Grad-CAM layers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from casebook.models import NETWORKS, build_network, cam_layer
+from casebook.tasks.classification.networks import NETWORKS, build_network, cam_layer
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Tests for casebook.preprocess: resampling, normalisation, resizing and the array cache."""
+"""Tests for casebook.tasks.classification.preprocess: resampling, normalisation, resizing and the array cache."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import SimpleITK as sitk
 import torch
 import torchio as tio
 
+from casebook.imaging import resample_to_spacing
 from casebook.layout import Record, write_dataset
-from casebook.preprocess import load_cache, preprocess_dataset, preprocess_subject, resample_to_spacing
+from casebook.tasks.classification.preprocess import load_cache, preprocess_dataset, preprocess_subject
 
 
 def _image(array: np.ndarray, spacing) -> sitk.Image:
@@ -328,7 +329,7 @@ CT_PLAN = {
 
 
 def test_auto_settings_come_from_the_plan() -> None:
-    from casebook.preprocess import apply_plan
+    from casebook.tasks.classification.preprocess import apply_plan
 
     cfg = apply_plan({"size": [8, 8, 8], "spacing": "auto", "intensity": "auto"}, CT_PLAN)
     assert cfg["spacing"] == [0.8, 0.8, 2.6]
@@ -340,7 +341,7 @@ def test_auto_settings_come_from_the_plan() -> None:
 
 
 def test_ct_scheme_clips_then_standardizes_with_the_plan_values() -> None:
-    from casebook.preprocess import apply_plan, intensity_transform
+    from casebook.tasks.classification.preprocess import apply_plan, intensity_transform
 
     cfg = apply_plan({"size": [4, 4, 4], "intensity": "auto"}, CT_PLAN)
     tensor = torch.tensor([-3000.0, -1000.0, -300.0, 50.0, 400.0, 3000.0]).reshape(1, 6, 1, 1)
@@ -350,7 +351,7 @@ def test_ct_scheme_clips_then_standardizes_with_the_plan_values() -> None:
 
 
 def test_ct_scheme_leaves_masks_alone_and_zscore_can_use_the_roi() -> None:
-    from casebook.preprocess import apply_plan
+    from casebook.tasks.classification.preprocess import apply_plan
 
     rng = np.random.default_rng(0)
     array = rng.normal(-500, 200, (8, 8, 8)).astype(np.float32)

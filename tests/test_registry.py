@@ -8,10 +8,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 from casebook.download import ChecksumError, fetch
 from casebook.fileio import file_digest
 from casebook.registry import SCHEMA_PATH, RegistryError, load_registry, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REGISTRY = ROOT / "config" / "datasets.yaml"
 SHARED = Path("/work/shared/data/medmnist")

@@ -1,4 +1,4 @@
-"""Tests for casebook.robustness: TorchIO perturbations, severity sweeps, breakdown
+"""Tests for casebook.analysis.robustness: TorchIO perturbations, severity sweeps, breakdown
 severities and the robustness rule's stage, on tiny images and a model trained here."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from monai.networks.nets import DenseNet
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
-from casebook.robustness.perturbations import DEFAULT_SEVERITIES, IDENTITY, PERTURBATIONS, merged_severities, perturb
-from casebook.robustness.sweep import breakdown, robustness_stage, sweep
+from casebook.analysis.robustness.breakdown import breakdown
+from casebook.analysis.robustness.perturbations import DEFAULT_SEVERITIES, IDENTITY, PERTURBATIONS, merged_severities, perturb
+from casebook.tasks.classification.robustness import robustness_stage, sweep
 
 # one random draw per perturbation: these vary with the seed (ghosting's axis may not)
 RANDOM = ("noise", "bias_field", "motion", "spike")

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from casebook.segmentation.figures import (
+from casebook.tasks.segmentation.figures import (
     comparison_table,
     plot_bland_altman,
     plot_case_boxplots,
     plot_comparison_table,
     plot_overlays,
 )
-from casebook.segmentation.metrics import bland_altman, summarize_cases
+from casebook.tasks.segmentation.metrics import bland_altman, summarize_cases
 
 LABELS = {0: "background", 1: "necrosis", 2: "oedema", 3: "unused", 4: "enhancing"}
 
@@ -109,16 +109,16 @@ def test_overlay_aspect_follows_spacing(tmp_path, monkeypatch):
     # Capture each figure's axes just before it is saved (and closed).
     import matplotlib.pyplot as plt
 
-    from casebook.segmentation import figures
+    from casebook.tasks.segmentation import figures
 
     aspects = []
-    save = figures._save
+    save = figures.save_figure
 
     def spy(fig, path):
         aspects.append([ax.get_aspect() for ax in fig.axes])
         save(fig, path)
 
-    monkeypatch.setattr(figures, "_save", spy)
+    monkeypatch.setattr(figures, "save_figure", spy)
     image, truth = phantom()
     case = {"image": image, "truth": truth, "pred": truth, "caption": "perfect"}
     for spacing in ((5.0, 1.0, 1.0), (1.0, 1.0, 1.0), (2.0, 0.5, 1.0)):
@@ -130,11 +130,11 @@ def test_overlay_aspect_follows_spacing(tmp_path, monkeypatch):
 
 
 def test_overlay_legend_skips_unused_labels(monkeypatch, tmp_path):
-    from casebook.segmentation import figures
+    from casebook.tasks.segmentation import figures
 
     legends = []
-    save = figures._save
-    monkeypatch.setattr(figures, "_save", lambda fig, path: (legends.extend(fig.legends), save(fig, path)))
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: (legends.extend(fig.legends), save(fig, path)))
     image, truth = phantom()
     case = {"image": image, "truth": truth, "pred": truth, "spacing": (5.0, 1.0, 1.0), "caption": ""}
     plot_overlays([case], "legend", tmp_path / "legend.png", label_names=LABELS)

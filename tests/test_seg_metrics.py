@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from casebook.segmentation.metrics import (
+from casebook.tasks.segmentation.metrics import (
     CASE_METRICS,
     bland_altman,
     case_metrics,

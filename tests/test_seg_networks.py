@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from casebook.segmentation.networks import (
+from casebook.tasks.segmentation.networks import (
     SEG_NETWORKS,
     build_seg_network,
     check_patch_size,

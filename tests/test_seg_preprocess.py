@@ -1,5 +1,5 @@
-"""Per-case segmentation preprocessing and its inverse (casebook.segmentation.preprocess),
-the patch-size plan (casebook.segmentation.plan) and the writing of predictions.
+"""Per-case segmentation preprocessing and its inverse (casebook.tasks.segmentation.preprocess),
+the patch-size plan (casebook.tasks.segmentation.plan) and the writing of predictions.
 
 Everything runs on volumes of a few thousand voxels: the module takes a few seconds.
 """
@@ -17,9 +17,10 @@ import SimpleITK as sitk
 from casebook.fileio import read_json
 from casebook.fingerprint import fingerprint_stage
 from casebook.layout import read_manifest, write_dataset
-from casebook.segmentation.evaluate import PredictionGeometryError, write_prediction
-from casebook.segmentation.plan import model_patch_size, patch_size
-from casebook.segmentation.preprocess import (
+from casebook.synthetic import CLASS_NAMES, GENERATORS, abdomen_ct, brain_mri
+from casebook.tasks.segmentation.evaluate import PredictionGeometryError, write_prediction
+from casebook.tasks.segmentation.plan import model_patch_size, patch_size
+from casebook.tasks.segmentation.preprocess import (
     crop,
     foreground_box,
     label_lut,
@@ -32,7 +33,6 @@ from casebook.segmentation.preprocess import (
     to_classes,
     to_original,
 )
-from casebook.synthetic import CLASS_NAMES, GENERATORS, abdomen_ct, brain_mri
 
 BRATS_VALUES = [0, 1, 2, 4]
 ZSCORE = {"scheme": "zscore", "use_roi": False}
@@ -535,7 +535,7 @@ def test_a_downsampled_case_maps_back_to_every_original_slice():
 
 
 def test_the_plans_spacing_follows_a_slice_first_file_to_the_canonical_axes():
-    from casebook.segmentation.preprocess import canonical_spacing
+    from casebook.tasks.segmentation.preprocess import canonical_spacing
 
     # first file axis along z (slice-first, as KiTS stores its volumes), third along x
     direction = (0, 0, -1, 0, -1, 0, -1, 0, 0)
@@ -558,7 +558,7 @@ def test_mri_without_roi_is_zscored_inside_its_nonzero_voxels():
 
 
 def test_regions_naming_a_missing_label_value_are_refused():
-    from casebook.segmentation.evaluate import regions_of
+    from casebook.tasks.segmentation.evaluate import regions_of
 
     msd = {"label_values": [0, 1, 2, 3], "class_names": ["background", "edema", "non-enhancing", "enhancing"]}
     with pytest.raises(ValueError, match=r"whole_tumour: label value\(s\) \[4\]"):

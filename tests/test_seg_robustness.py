@@ -1,4 +1,4 @@
-"""Robustness sweep of a segmentation model (casebook.segmentation.robustness) on a tiny
+"""Robustness sweep of a segmentation model (casebook.tasks.segmentation.robustness) on a tiny
 synthetic brain MRI data set, on the CPU: a U-Net that segments loses Dice under strong
 noise, each perturbation's curve starts at the clean cases, the rule's outputs are all
 written and the summary is strict JSON.
@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-import casebook.segmentation.robustness as seg_robustness
-from casebook.fileio import write_json
-from casebook.robustness.perturbations import IDENTITY, PERTURBATIONS
-from casebook.segmentation.robustness import columns, region_dice, robustness_seg_stage
-from casebook.segmentation.train import fit
 from seg_cases import preprocessed_brain
+
+import casebook.tasks.segmentation.robustness as seg_robustness
+from casebook.analysis.robustness.perturbations import IDENTITY, PERTURBATIONS
+from casebook.fileio import write_json
+from casebook.tasks.segmentation.robustness import columns, region_dice, robustness_seg_stage
+from casebook.tasks.segmentation.train import fit
 
 UNET = {"name": "unet", "kwargs": {"channels": [8, 16, 32], "strides": [2, 2]}}
 REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}

@@ -1,4 +1,4 @@
-"""Patch-based training of a 3D segmentation network (casebook.segmentation.train) on a
+"""Patch-based training of a 3D segmentation network (casebook.tasks.segmentation.train) on a
 tiny synthetic brain MRI data set, on the CPU: it learns, it resumes, it reloads.
 
 The data set is 10 subjects of 32 x 32 x 24 voxels at 6 x 6 x 7 mm; the network a
@@ -7,7 +7,6 @@ three-level UNet with 8-16-32 filters. The module runs in 15-30 s on two cores.
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 from pathlib import Path
@@ -17,19 +16,20 @@ import pandas as pd
 import pytest
 import torch
 import torchio as tio
+from seg_cases import preprocessed_brain
 
-from casebook.segmentation.evaluate import display_channel, pick_cases, regions_of
-from casebook.segmentation.inference import predict_probabilities
-from casebook.segmentation.networks import build_seg_network
-from casebook.segmentation.train import (
+from casebook.engine.checkpoint import BEST, CHECKPOINT
+from casebook.engine.runtime import seed_everything
+from casebook.tasks.segmentation.evaluate import display_channel, pick_cases, regions_of
+from casebook.tasks.segmentation.inference import predict_probabilities
+from casebook.tasks.segmentation.networks import build_seg_network
+from casebook.tasks.segmentation.train import (
     case_subject,
     fit,
     label_probabilities,
     load_seg_model,
     patch_loader,
 )
-from casebook.train import seed_everything
-from seg_cases import preprocessed_brain
 
 N_CLASSES = 4
 UNET = {"name": "unet", "kwargs": {"channels": [8, 16, 32], "strides": [2, 2]}}
@@ -123,13 +123,13 @@ def test_load_seg_model_returns_the_best_weights_and_their_patch(brain, trained)
     model, patch = load_seg_model(out / "model.pt", UNET, brain["seg_plan"])
     assert patch == trained["summary"]["patch_size"] == [16, 16, 20]
     assert not model.training
-    best = torch.load(out / "best.pt", weights_only=True)
+    best = torch.load(out / BEST, weights_only=True)
     assert best["epoch"] == trained["summary"]["best_epoch"] and best["patch_size"] == patch
     state = model.state_dict()
     assert state.keys() == best["state_dict"].keys()
     assert all(torch.equal(state[k], best["state_dict"][k]) for k in state)
-    # model.pt is a copy of best.pt, not of the last epoch's checkpoint
-    assert (out / "model.pt").read_bytes() == (out / "best.pt").read_bytes()
+    # model.pt is a copy of the best checkpoint, not of the last epoch's checkpoint
+    assert (out / "model.pt").read_bytes() == (out / BEST).read_bytes()
     # and a network of another shape is refused rather than half loaded
     with pytest.raises(RuntimeError):
         load_seg_model(out / "model.pt", {"name": "unet", "kwargs": {"channels": [4, 8, 16], "strides": [2, 2]}}, brain["seg_plan"])
@@ -210,7 +210,7 @@ def _resume_splits(brain) -> dict:
 def uninterrupted(brain, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
     fit(_cfg(**RESUME_CFG), cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=_resume_splits(brain), fold=0, out_dir=out, resume_key="k")
-    return torch.load(out / "checkpoint.pt", weights_only=False)
+    return torch.load(out / CHECKPOINT, weights_only=False)
 
 
 class _ListHandler(logging.Handler):
@@ -228,11 +228,11 @@ def _interrupt_and_resume(brain, out: Path) -> dict:
     kwargs = {"cases_dir": brain["cases"], "seg_plan": brain["seg_plan"], "splits": _resume_splits(brain), "fold": 0, "out_dir": out, "resume_key": "k"}
     with pytest.raises(_Interrupted):
         fit(_cfg(**RESUME_CFG), on_epoch_end=_stop_after(2), **kwargs)
-    after_two = torch.load(out / "checkpoint.pt", weights_only=False)
+    after_two = torch.load(out / CHECKPOINT, weights_only=False)
     assert after_two["state"]["epoch"] == 2 and not after_two["state"].get("complete")
     assert not (out / "model.pt").exists()
     epochs_run: list[int] = []
-    logger, handler = logging.getLogger("casebook.segmentation.train"), _ListHandler()
+    logger, handler = logging.getLogger("casebook.engine.loop"), _ListHandler()
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -241,7 +241,7 @@ def _interrupt_and_resume(brain, out: Path) -> dict:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    final = torch.load(out / "checkpoint.pt", weights_only=False)
+    final = torch.load(out / CHECKPOINT, weights_only=False)
     return {"summary": summary, "epochs_run": epochs_run, "final": final, "log": "\n".join(handler.messages), "out": out}
 
 
@@ -279,11 +279,11 @@ def test_resumed_weights_equal_an_uninterrupted_run(resumed, uninterrupted):
 def test_a_checkpoint_of_another_config_is_not_resumed(brain, resumed, tmp_path, caplog):
     out = tmp_path / "other"
     shutil.copytree(resumed["out"], out)
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / CHECKPOINT, weights_only=False)
     ckpt["state"]["complete"] = False  # pretend it was interrupted, under key "k"
-    torch.save(ckpt, out / "checkpoint.pt")
+    torch.save(ckpt, out / CHECKPOINT)
     cfg = _cfg(**{**RESUME_CFG, "train": {"epochs": 1}})
-    with caplog.at_level(logging.INFO, logger="casebook.segmentation.train"):
+    with caplog.at_level(logging.INFO, logger="casebook.engine"):
         fit(cfg, cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=_resume_splits(brain), fold=0, out_dir=out, resume_key="other")
     assert "starting afresh" in caplog.text and "resuming" not in caplog.text
     assert list(pd.read_csv(out / "history.tsv", sep="\t")["epoch"]) == [1]

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shared_run import CXR_EPOCHS, configure_tiny_run
 from slurm_cluster import SlurmCluster
-from workflow_helpers import REPO, copy_workflow, edit_yaml, make_tiny, snakemake
+from workflow_helpers import REPO, copy_workflow
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,17 +34,19 @@ pytestmark = [
 RUN = "pneumonia_cxr/models/densenet_small/fold_0"
 TRAIN_COMMENT = "rule_train_wildcards_pneumonia_cxr_densenet_small_0"  # sbatch --comment of that job
 TRAIN_LOG = "logs/pneumonia_cxr/train/densenet_small/fold_0.log"
-EPOCHS = 16  # long enough to cancel the job mid-run (about a second per epoch)
+# the shared local run's (tests/shared_run.py): 16, long enough to cancel the job mid-run
+# (about a second per epoch)
+EPOCHS = CXR_EPOCHS
 CANCEL_AFTER_EPOCH = 3
 # test-only settings, on the command line so that slurm/config.yaml stays production-ready
 TEST_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2")
 
 
 def prepare(dest: Path) -> Path:
+    """The config of the session's shared local run, with the SLURM profile."""
     workdir = copy_workflow(dest)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
-    make_tiny(workdir)
-    edit_yaml(workdir / "config/casestudies/pneumonia_cxr.yaml", lambda cs: cs["train"].update(epochs=EPOCHS))
+    configure_tiny_run(workdir)
     return workdir
 
 
@@ -53,11 +56,10 @@ def cluster(tmp_path_factory):
         yield c
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    workdir = prepare(tmp_path_factory.mktemp("local"))
-    snakemake(workdir)
-    return workdir
+@pytest.fixture
+def local_run(tiny_run):
+    """The uninterrupted local run of the same config: the session's shared run."""
+    return tiny_run
 
 
 def train_jobs(cluster: SlurmCluster) -> list[dict[str, str]]:

@@ -10,8 +10,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from casebook.layout import Record, geometry_mismatches, read_manifest, write_dataset
-from casebook.synthetic import CLASS_NAMES, GENERATORS, generate_abdomen_ct, generate_brain_mri
-from casebook.synthetic import abdomen_ct, brain_mri
+from casebook.synthetic import CLASS_NAMES, GENERATORS, abdomen_ct, brain_mri, generate_abdomen_ct, generate_brain_mri
 
 # Small data sets at the default grid sizes: the module runs in a few seconds.
 BRAIN_ARGS = {"n_patients": 4, "seed": 5}

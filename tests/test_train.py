@@ -1,4 +1,4 @@
-"""Tests for casebook.train: learning on a tiny separable cache, outputs, and exact resume."""
+"""Tests for casebook.tasks.classification.train: learning on a tiny separable cache, outputs, and exact resume."""
 
 from __future__ import annotations
 
@@ -10,22 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from casebook.data import CachedImages, make_loader, rows_for
-from casebook.train import (
-    CHECKPOINT,
-    HISTORY_COLUMNS,
-    auc_score,
-    class_weights,
-    fit,
-    load_model,
-    make_scheduler,
-    predict,
-    resume_key,
-)
-from casebook.models import build_network
-
 from tiny_cache import write_tiny_cache
+
+from casebook.engine.checkpoint import CHECKPOINT, resume_key
+from casebook.engine.optim import make_scheduler
+from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
+from casebook.tasks.classification.networks import build_network
+from casebook.tasks.classification.train import HISTORY_COLUMNS, auc_score, class_weights, fit, load_model, predict
 
 torch.set_num_threads(1)
 
@@ -242,7 +233,7 @@ def test_a_finished_run_is_retrained_not_resumed(cache, tmp_path) -> None:
 
 
 def test_a_fold_the_split_lacks_is_named_with_the_folds_that_exist() -> None:
-    from casebook.train import fold_split
+    from casebook.split import fold_split
 
     splits = {"folds": [{"train": ["a"], "val": ["b"]}], "test": ["c"]}
     assert fold_split(splits, 0, "s.json") == {"train": ["a"], "val": ["b"]}

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from casebook.evaluate import METRICS
-from casebook.validation.figures import plot_fold_spread, plot_pairwise, plot_reliability, plot_subgroups
-from casebook.validation.stats import calibration
+from casebook.analysis.stats import calibration
+from casebook.tasks.classification.metrics import METRICS
+from casebook.tasks.classification.validation.figures import plot_fold_spread, plot_pairwise, plot_reliability, plot_subgroups
 
 MODELS = ["densenet", "resnet", "vit"]
 

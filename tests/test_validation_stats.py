@@ -12,17 +12,9 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from casebook.evaluate import METRICS
-from casebook.validation.stats import (
-    _structural_components,
-    calibration,
-    delong_auc_variance,
-    delong_ci,
-    delong_test,
-    fold_aggregate,
-    paired_bootstrap_test,
-    subgroup_metrics,
-)
+from casebook.analysis.stats import _structural_components, calibration, delong_auc_variance, delong_ci, delong_test, fold_aggregate, paired_bootstrap_test
+from casebook.tasks.classification.metrics import METRICS
+from casebook.tasks.classification.validation.subgroups import subgroup_metrics
 
 
 def scored_cases(n: int, shift: float, seed: int, noise: float = 1.0):

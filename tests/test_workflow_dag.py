@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from workflow_helpers import copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
@@ -21,15 +20,18 @@ def test_default_dag_dry_run(tmp_path):
     for rule in ("preprocess", "summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
     # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
-    for rule in ("train", "evaluate"):
-        assert jobs.get(rule) == 7, (rule, jobs)
-    for rule in ("explain", "robustness", "crossval"):  # once per model (its first fold)
+    # (7 classification fold models); the shared train rule also trains the 4 segmentation models
+    assert jobs.get("train") == 7 + 4, jobs
+    assert jobs.get("evaluate") == 7, jobs
+    for rule in ("explain", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
+    # the shared robustness rule: once per classification model (3) and segmentation model (4)
+    assert jobs.get("robustness") == 3 + 4, jobs
     for rule in ("select_model", "validation_figures"):
         assert jobs.get(rule) == 2, (rule, jobs)
-    assert jobs.get("robustness_seg") == 4 and jobs.get("robustness_summary") == 4, jobs
+    assert jobs.get("robustness_summary") == 4, jobs
     assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
-    assert jobs.get("train_seg") == jobs.get("evaluate_seg") == 4, jobs
+    assert jobs.get("evaluate_seg") == 4, jobs
     assert jobs.get("figure_training") == 11, jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
@@ -57,10 +59,15 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
     assert out.count("Group job qc") == 8  # per case study: geometry + fingerprint, split + leakage check
-    # one per trained fold model (7): evaluation, with explanation and robustness sweep
-    # for each model's first fold
-    assert out.count("Group job inference") == 7
+    # one per trained classification fold model (7): evaluation, with explanation and
+    # robustness sweep for each model's first fold; and one per segmentation model (4): its
+    # robustness sweep (the shared robustness rule's group)
+    assert out.count("Group job inference") == 7 + 4
     blocks = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):\n((?:    .*\n)+)", out)}
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
-    assert "gpu=1" in blocks["train_seg"] and "mem_mb=8000" in blocks["train_seg"]  # the train rule's row
+    # every training job, classification and segmentation (one shared rule), gets the train rule's row
+    train_blocks = [m.group(1) for m in re.finditer(r"rule train:\n((?:    .*\n)+)", out)]
+    assert len(train_blocks) == 7 + 4
+    assert [b for b in train_blocks if "gpu=1" not in b or "mem_mb=8000" not in b] == []
+    assert any("cs=brain_tumour_mri" in b for b in train_blocks) and any("cs=abdomen_ct" in b for b in train_blocks)
     assert "mem_mb=2000" not in blocks["ingest"] and "mem_mb=4000" in blocks["ingest"]

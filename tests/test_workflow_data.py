@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import cheap_validation, copy_workflow, edit_yaml, snakemake
 
 pytestmark = pytest.mark.integration

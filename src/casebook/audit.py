@@ -1,9 +1,10 @@
 """``casebook audit PATH``: where a published figure, number or model came from.
 
-Every job of the pipeline leaves a record per output under ``provenance/`` (see
-:mod:`casebook.provenance`): rule, wildcards, inputs and outputs with checksums, params,
-code (git commit, dirty flag, hashes of the package, scripts and workflow) and the
-environment. The audit walks these records from ``PATH`` back to the raw downloads and
+Every job of the pipeline leaves a record per output under ``provenance/``, in the one
+record format of :mod:`casebook.provenance` (read by :func:`casebook.provenance.read_record`,
+older records included): rule, wildcards, inputs and outputs with checksums, params,
+config, seed, device, code (git commit, dirty flag, hashes of the package, scripts and
+workflow), the environment and timings. The audit walks these records from ``PATH`` back to the raw downloads and
 checks, at every step:
 
 * that each recorded checksum still matches the file on disk (a tampered or stale file
@@ -15,14 +16,13 @@ checks, at every step:
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from casebook.provenance import RECORDS_DIR, code_fingerprint, path_digest, record_path
+from casebook.provenance import RECORDS_DIR, code_fingerprint, path_digest, read_record, record_path
 
 __all__ = [
     "Step", "AuditError", "trace", "problems", "render_text", "to_json", "params_changed", "data_sources",
@@ -63,8 +63,13 @@ class Step:
 
 
 def _read_record(path: str, records_dir: Path) -> dict[str, Any] | None:
-    file = records_dir / record_path(path, "")
-    return json.loads(file.read_text()) if file.is_file() else None
+    """The record of ``path`` in the current layout (the one reader of every record the
+    audit and the report summaries use), None when the pipeline did not make ``path``."""
+    file = Path(records_dir) / record_path(path, "")
+    try:
+        return read_record(file)
+    except ValueError as exc:  # not JSON, another format, or a newer version
+        raise AuditError(f"{path}: unreadable provenance record {file}: {exc}") from exc
 
 
 def trace(

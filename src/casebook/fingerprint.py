@@ -9,7 +9,7 @@ guess. We do the same in a few small functions, so that
 * a mask or region of interest on another grid than its image is caught first, from the
   headers alone (:func:`check_geometry`), before it silently shifts every label;
 * the preprocessing choices ``spacing: auto`` and ``intensity: auto`` (see
-  :func:`casebook.preprocess.apply_plan`) come from the data (:func:`plan_from_fingerprint`);
+  :func:`casebook.tasks.classification.preprocess.apply_plan`) come from the data (:func:`plan_from_fingerprint`);
 * the per-case histograms kept in the fingerprint let the QC figure
   (:func:`casebook.qc.plot_fingerprint`) show a case with another scanner, protocol or
   unit before it skews training.
@@ -364,7 +364,7 @@ def plan_from_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
 
     ``intensity`` is ``{"scheme": "ct", "channels": [{"channel", "clip", "mean", "std"},
     ...]}`` for CT, else ``{"scheme": "zscore", "use_roi": bool}``; this is the form
-    :func:`casebook.preprocess.apply_plan` reads.
+    :func:`casebook.tasks.classification.preprocess.apply_plan` reads.
     """
     spacing, anisotropic = _target_spacing(fingerprint)
     return {

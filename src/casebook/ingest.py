@@ -27,6 +27,7 @@ from casebook.adapters.image_folder import image_folder_records
 from casebook.adapters.msd import msd_records
 from casebook.deid import DeidError, find_leaks, load_or_create_key
 from casebook.fileio import file_digest
+from casebook.registry import REAL_DATA_ADAPTERS
 from casebook.layout import Record, write_dataset
 
 MEDMNIST_SPLITS = ("train", "val", "test")
@@ -87,6 +88,7 @@ def medmnist_records(path: str | Path, *, spatial_dims: int, name: str) -> tuple
                     spacing=(1.0,) * spatial_dims,
                     source_split=split,
                     source_checksum=f"md5:{checksum}",
+                    source=f"{path}, {split}_images[{i}]",
                 )
 
     return generate(), total
@@ -111,11 +113,25 @@ ADAPTERS: dict[str, Callable[..., tuple]] = {
     "dicom": dicom_records,
 }
 # adapters of real data: they take the pseudonymization key and the source's location
-REAL_DATA_ADAPTERS = ("msd", "case_folders", "image_folder", "dicom")
 
 
-def ingest(adapter: str, out_dir: str | Path, *, class_names: list[str], modality: str, source: dict | None = None, **kwargs: Any):
-    """Run one adapter and write its records in the canonical layout; return the manifest."""
+def ingest(
+    adapter: str,
+    out_dir: str | Path,
+    *,
+    class_names: list[str],
+    modality: str,
+    source: dict | None = None,
+    non_finite: str = "error",
+    **kwargs: Any,
+):
+    """Run one adapter and write its records in the canonical layout; return the manifest.
+
+    ``non_finite`` is the case study's ``dataset.non_finite``: ``error`` (the default)
+    refuses an image with NaN or infinite voxels, naming it and the count; ``replace``
+    replaces them by the image's smallest finite value and reports them (see
+    :func:`casebook.layout.write_dataset`). Every adapter's records go through this check.
+    """
     if adapter not in ADAPTERS:
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
     function = ADAPTERS[adapter]
@@ -132,6 +148,7 @@ def ingest(adapter: str, out_dir: str | Path, *, class_names: list[str], modalit
         channel_names=info.get("channel_names"),
         labels=info.get("labels"),
         source=source,
+        non_finite=non_finite,
     )
     _refuse_leaks(Path(out_dir), info.get("identifiers") or set())
     return manifest
@@ -163,7 +180,15 @@ def ingest_stage(params: dict[str, Any], inputs: list[str], out_dir: str | Path)
             kwargs["spatial_dims"] = params["spatial_dims"]
     else:
         raise IngestError(f"unknown dataset adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    manifest = ingest(adapter, out_dir, class_names=params["class_names"], modality=params["modality"], source={"dataset": params["dataset"]}, **kwargs)
+    manifest = ingest(
+        adapter,
+        out_dir,
+        class_names=params["class_names"],
+        modality=params["modality"],
+        source={"dataset": params["dataset"]},
+        non_finite=params.get("non_finite") or "error",
+        **kwargs,
+    )
     if params.get("require_labels") and manifest["label"].eq("").any():
         shutil.rmtree(out_dir)
         raise IngestError(

@@ -14,6 +14,7 @@ SimpleITK's physical order ((x, y) or (x, y, z)) in millimetres.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,22 @@ MANIFEST_COLUMNS = [
 ]
 # optional: "roi", a region-of-interest mask (brain mask) path, when the source has one
 
+#: What ingest does with NaN / +inf / -inf voxels of an image (case-study key
+#: ``dataset.non_finite``): refuse the data set, or replace them by the image's smallest
+#: finite value (per channel; 0 where a channel has none) and report each image. A mask
+#: or region of interest with non-finite voxels is always refused.
+NON_FINITE_POLICIES = ("error", "replace")
+
+log = logging.getLogger(__name__)
+
 
 class ManifestError(ValueError):
     """A manifest that does not describe the files beside it."""
+
+
+class NonFiniteError(ValueError):
+    """An image or mask with NaN or infinite voxels: SimpleITK's NIfTI writer would store
+    NaN as 0 without a word, so ingest refuses them (or replaces them, when asked to)."""
 
 
 @dataclass
@@ -66,6 +80,9 @@ class Record:
     roi: np.ndarray | sitk.Image | None = None
     #: grouping columns of the manifest (site, sex, scanner, ...) for subgroup analysis
     attributes: dict[str, str] = field(default_factory=dict)
+    #: where the image came from (a file), for error messages and the ingest log only:
+    #: never written to the manifest or dataset.json, as a source path may name the patient
+    source: str = ""
 
 
 def _to_sitk(array: np.ndarray | sitk.Image, spacing: tuple[float, ...], origin=None, direction=None) -> sitk.Image:
@@ -115,6 +132,75 @@ def without_metadata(image: sitk.Image) -> sitk.Image:
     return image
 
 
+def _pixels(image: np.ndarray | sitk.Image, spacing: tuple[float, ...] = ()) -> tuple[np.ndarray, bool]:
+    """An image's values (a view where possible) and whether their last axis is channels."""
+    if isinstance(image, sitk.Image):
+        return sitk.GetArrayViewFromImage(image), image.GetNumberOfComponentsPerPixel() > 1
+    array = np.asarray(image)
+    return array, bool(spacing) and array.ndim == len(spacing) + 1
+
+
+def non_finite_voxels(array: np.ndarray, *, channels_last: bool = False) -> int:
+    """The number of voxels holding NaN, +inf or -inf (in any channel, when the last axis
+    is channels); 0 for integer and boolean arrays, which cannot hold them."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return 0
+    if np.isfinite(array.min()) and np.isfinite(array.max()):  # min/max propagate NaN: no mask needed
+        return 0
+    bad = ~np.isfinite(array)
+    if channels_last:
+        bad = bad.any(axis=-1)
+    return int(np.count_nonzero(bad))
+
+
+def _named(image_id: str, source: str) -> str:
+    return f"image {image_id}" + (f" ({source})" if source else "")
+
+
+def refuse_non_finite_mask(mask: np.ndarray | sitk.Image, *, image_id: str, source: str = "", what: str = "mask") -> None:
+    """Refuse a mask (labels, region of interest) with NaN or infinite voxels, naming the
+    image, the mask's source file and the count; a mask holds label values only."""
+    values, channels_last = _pixels(mask)
+    count = non_finite_voxels(values, channels_last=channels_last)
+    if count:
+        raise NonFiniteError(
+            f"{_named(image_id, source)}: its {what} has {count} non-finite voxel(s) (NaN or inf); "
+            f"a {what} must hold label values only"
+        )
+
+
+def _finite_image(rec: Record, policy: str) -> tuple[np.ndarray | sitk.Image, int]:
+    """A record's image with no NaN or infinite voxels, and how many were replaced.
+
+    ``error`` refuses an image that has any; ``replace`` sets each to the smallest finite
+    value of its channel (0 where the channel has none) and logs a warning. An image
+    without any is returned untouched (same object, same bytes).
+    """
+    values, channels_last = _pixels(rec.image, rec.spacing)
+    count = non_finite_voxels(values, channels_last=channels_last)
+    if not count:
+        return rec.image, 0
+    if policy != "replace":
+        raise NonFiniteError(
+            f"{_named(rec.image_id, rec.source)}: {count} non-finite voxel(s) (NaN or inf); the NIfTI "
+            f"written would hold 0 in their place. Fix the source, or set dataset.non_finite: replace in "
+            f"the case study to replace them by the image's smallest finite value"
+        )
+    fixed = np.array(values, copy=True)
+    for channel in ([fixed[..., c] for c in range(fixed.shape[-1])] if channels_last else [fixed]):
+        finite = np.isfinite(channel)
+        channel[~finite] = channel[finite].min() if finite.any() else 0
+    log.warning(
+        "%s: replaced %d non-finite voxel(s) (NaN or inf) by the image's smallest finite value",
+        _named(rec.image_id, rec.source), count,
+    )
+    if isinstance(rec.image, sitk.Image):
+        image = sitk.GetImageFromArray(fixed, isVector=channels_last)
+        image.CopyInformation(rec.image)
+        return image, count
+    return fixed, count
+
+
 def _label_mask(mask: np.ndarray | sitk.Image, image: sitk.Image) -> sitk.Image:
     """The mask as uint8 on its image's grid (arrays take the image's geometry)."""
     if isinstance(mask, sitk.Image):
@@ -135,6 +221,7 @@ def write_dataset(
     channel_names: list[str] | None = None,
     labels: dict[int, str] | None = None,
     source: dict | None = None,
+    non_finite: str = "error",
 ) -> pd.DataFrame:
     """Write records in the canonical layout and return the manifest.
 
@@ -144,7 +231,15 @@ def write_dataset(
     ``channel_names`` (for multi-channel images) and ``labels`` (voxel label values and
     their names, for masks with several classes) go to dataset.json, as in nnU-Net's;
     ``source`` (data set name, licence, ...) is recorded there too.
+
+    ``non_finite`` (one of :data:`NON_FINITE_POLICIES`) says what to do with NaN or
+    infinite image voxels: ``error`` refuses them, naming the image and the count;
+    ``replace`` replaces them by the image's smallest finite value (per channel), logs a
+    warning per image and records the count per image under ``non_finite`` in
+    dataset.json. Masks and regions of interest with non-finite voxels are always refused.
     """
+    if non_finite not in NON_FINITE_POLICIES:
+        raise ValueError(f"non_finite must be one of {list(NON_FINITE_POLICIES)}, got {non_finite!r}")
     out_dir = Path(out_dir)
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     if tmp_dir.exists():
@@ -152,21 +247,27 @@ def write_dataset(
     (tmp_dir / "images").mkdir(parents=True)
     rows = []
     ndim = None
+    replaced: dict[str, int] = {}  # image_id -> non-finite voxels replaced
     try:
         for rec in tqdm(records, total=total, desc=f"ingest {out_dir.name}", unit="img"):
             if rec.label is not None and not 0 <= int(rec.label) < len(class_names):
                 raise ValueError(f"{rec.image_id}: label {rec.label} outside {class_names}")
-            image = _to_sitk(rec.image, rec.spacing, rec.origin, rec.direction)
+            pixels, n_replaced = _finite_image(rec, non_finite)
+            if n_replaced:
+                replaced[rec.image_id] = n_replaced
+            image = _to_sitk(pixels, rec.spacing, rec.origin, rec.direction)
             ndim = image.GetDimension()
             image_rel = f"images/{rec.image_id}.nii.gz"
             sitk.WriteImage(image, str(tmp_dir / image_rel), True)
             mask_rel = ""
             if rec.mask is not None:
+                refuse_non_finite_mask(rec.mask, image_id=rec.image_id, source=rec.source)
                 mask_rel = f"masks/{rec.image_id}.nii.gz"
                 (tmp_dir / "masks").mkdir(exist_ok=True)
                 sitk.WriteImage(_label_mask(rec.mask, image), str(tmp_dir / mask_rel), True)
             roi_rel = ""
             if rec.roi is not None:
+                refuse_non_finite_mask(rec.roi, image_id=rec.image_id, source=rec.source, what="region of interest")
                 roi_rel = f"rois/{rec.image_id}.nii.gz"
                 (tmp_dir / "rois").mkdir(exist_ok=True)
                 sitk.WriteImage(_label_mask(rec.roi, image), str(tmp_dir / roi_rel), True)
@@ -208,6 +309,17 @@ def write_dataset(
                 **({"channel_names": list(channel_names)} if channel_names else {}),
                 **({"labels": {str(k): v for k, v in sorted(labels.items())}} if labels else {}),
                 **({"source": source} if source else {}),
+                **(
+                    {
+                        "non_finite": {
+                            "policy": non_finite,
+                            "replaced_by": "the image's smallest finite value (per channel; 0 where a channel has none)",
+                            "voxels_replaced": replaced,
+                        }
+                    }
+                    if replaced
+                    else {}
+                ),
             },
         )
         if out_dir.exists():

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 # the project's figure writer (Agg backend, its DPI, tight bounding box, atomic rename)
-from casebook.figures import _save
+from casebook.analysis.plotting import save_figure
 
 __all__ = ["plot_fingerprint", "MAX_CASES_DRAWN", "MAX_CHANNEL_PANELS"]
 
@@ -80,4 +80,4 @@ def plot_fingerprint(fingerprint: dict[str, Any], out_png: str | Path) -> None:
         _plot_histograms(ax, fingerprint, channel)
     modality = fingerprint.get("modality") or "unknown modality"
     fig.suptitle(f"{modality}, {fingerprint['n_cases']} cases ({fingerprint['spatial_dims']}D): data set fingerprint")
-    _save(fig, out_png)
+    save_figure(fig, out_png)

@@ -15,6 +15,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+#: adapters that read real data from outside (their rules take the adapter params and the
+#: de-identification key); the others are embedded generators and MedMNIST archives
+REAL_DATA_ADAPTERS = ("msd", "case_folders", "image_folder", "dicom")
+
 __all__ = ["RegistryError", "SCHEMA_PATH", "load_registry", "resolve", "validate_registry"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "datasets.schema.yaml"

@@ -153,3 +153,15 @@ def leakage_stage(dataset_dir, splits_path, report_out) -> dict[str, Any]:
     summary = check_leakage(read_json(splits_path), manifest)
     write_json(report_out, summary)
     return summary
+
+
+def fold_split(splits: dict[str, Any], fold: int, where: str | Path = "splits.json") -> dict[str, list[str]]:
+    """The train/val ids of one fold, or an error saying which folds exist."""
+    folds = splits["folds"]
+    if not 0 <= fold < len(folds):
+        raise ValueError(
+            f"{where}: there is no fold {fold}; this split has {len(folds)} fold(s) (0-{len(folds) - 1}), "
+            "e.g. one when the source defines its own validation split (MedMNIST), where 'folds: all' still asks "
+            "for split.k folds: set 'folds: [0]' in the case study"
+        )
+    return folds[fold]

@@ -7,10 +7,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from casebook.config import deep_merge, schema_problems
-from casebook.ingest import REAL_DATA_ADAPTERS
-from casebook.models import NETWORKS
-from casebook.segmentation.networks import SEG_NETWORKS
-from casebook.registry import load_registry, resolve
+from casebook.registry import REAL_DATA_ADAPTERS, load_registry, resolve
+from casebook.tasks import TASKS, UnknownTask, casestudy_problems, family
 
 CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
 
@@ -46,6 +44,12 @@ def _load_casestudy(path):
         if isinstance(spec, dict):
             spec["train"] = deep_merge(cs.get("train") or {}, spec.get("train") or {})
     where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
+    try:  # the task registry (casebook.tasks), before schema defaults fill every section
+        problems = casestudy_problems(cs)
+    except UnknownTask as exc:
+        raise WorkflowError(f"{where}: invalid case study: {exc}") from None
+    if problems:
+        raise WorkflowError(f"{where}: invalid case study:\n  " + "\n  ".join(problems))
     return validated(cs, CASESTUDY_SCHEMA, f"{where}: invalid case study")
 
 
@@ -253,7 +257,8 @@ def ingest_params(cs):
         "spatial_dims": entry.get("spatial_dims"),
         "class_names": CASESTUDIES[cs]["class_names"],
         "modality": CASESTUDIES[cs].get("modality", ""),
-        "require_labels": CASESTUDIES[cs].get("task", "classification") == "classification",
+        "require_labels": family(task_of(cs)).image_labels,
+        **({"non_finite": ds["non_finite"]} if ds.get("non_finite", "error") != "error" else {}),  # the default must not rerun ingest
         # real data only: a new key path must not rerun the embedded or MedMNIST ingest
         **(
             {
@@ -266,8 +271,39 @@ def ingest_params(cs):
     }
 
 
-def is_segmentation(cs):
-    return CASESTUDIES[cs].get("task") == "segmentation"
+# ---- task families ------------------------------------------------------------------
+# Each family's rules file (workflow/rules/<task>.smk) fills FAMILY_HOOKS[<task>] with
+# what the shared rules need from it: the input and params functions of each shared
+# rule, its targets, its evaluate params and its robustness metric.
+FAMILY_HOOKS = {task: {} for task in TASKS}
+
+
+def task_of(cs):
+    return CASESTUDIES[cs].get("task", "classification")
+
+
+def family_hook(cs, name):
+    """A hook of the case study's family; an error naming the family when it lacks one."""
+    task = task_of(cs)
+    if name not in FAMILY_HOOKS[task]:
+        raise WorkflowError(f"case study {cs!r}: task {task} does not provide {name!r} (workflow/rules/{task}.smk)")
+    return FAMILY_HOOKS[task][name]
+
+
+def family_input(rule):
+    """Input function of a shared rule: the family's files for it."""
+    return lambda wc: family_hook(wc.cs, f"{rule}_input")(wc)
+
+
+def family_params(rule):
+    """The family's own params of a shared rule (empty when it has none)."""
+    return lambda wc: FAMILY_HOOKS[task_of(wc.cs)].get(f"{rule}_params", lambda wc: {})(wc)
+
+
+def training_curves(cs):
+    """What a training-curves figure plots: the family's selection score and loss."""
+    fam = family(task_of(cs))
+    return {"score": fam.selection_metric, "score_label": fam.selection_label, "loss_label": fam.loss_label}
 
 
 def cs_pattern(names):
@@ -275,26 +311,10 @@ def cs_pattern(names):
     return "|".join(names) if names else "(?!)"
 
 
-# classification and segmentation rules write the same paths (models/<model>/fold_<k>/...);
-# each family's rules are constrained to its own case studies
-SEGMENTATION_CS = cs_pattern([cs for cs in CASESTUDIES if is_segmentation(cs)])
-CLASSIFICATION_CS = cs_pattern([cs for cs in CASESTUDIES if not is_segmentation(cs)])
-
-
-def preprocess_seg_params(cs):
-    """What per-case segmentation preprocessing depends on (not the training settings)."""
-    cfg = CASESTUDIES[cs].get("segmentation", {})
-    return {"spacing": cfg.get("spacing", "auto"), "crop_margin": cfg.get("crop_margin", 2)}
-
-
-def preprocess_input(wildcards):
-    """The data, and the plan only where a setting is 'auto' (a new fingerprint must not
-    rerun preprocessing, and all training after it, for nothing)."""
-    cfg = CASESTUDIES[wildcards.cs]["preprocess"]
-    inputs = {"data": f"results/{wildcards.cs}/data"}
-    if "auto" in (cfg.get("spacing"), cfg.get("intensity")):
-        inputs["plan"] = f"results/{wildcards.cs}/qc/plan.json"
-    return inputs
+def cases_of(task):
+    """Wildcard constraint of a family's own rules: its case studies (every family writes
+    results/<cs>/models/<model>/fold_<k>/..., the case study tells them apart)."""
+    return cs_pattern([cs for cs in CASESTUDIES if task_of(cs) == task])
 
 
 # ---- models -----------------------------------------------------------------------
@@ -306,12 +326,6 @@ def model_config(cs, model):
     if model not in study["models"]:
         raise WorkflowError(f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}")
     spec = study["models"][model]
-    known = SEG_NETWORKS if is_segmentation(cs) else NETWORKS
-    if spec["network"]["name"] not in known:
-        raise WorkflowError(
-            f"case study {cs!r}, model {model!r}: network {spec['network']['name']!r} is not a "
-            f"{study.get('task', 'classification')} network; choose one of {sorted(known)}"
-        )
     # the device is an execution setting, not a parameter: scripts read it from config
     out = {
         "network": spec["network"],
@@ -319,8 +333,8 @@ def model_config(cs, model):
         "augment": study.get("augment", {}),
         "seed": config["seed"],
     }
-    if is_segmentation(cs):  # patch size, sampling and sliding-window settings
-        out["segmentation"] = study.get("segmentation", {})
+    # the family's sections every model reads: segmentation's patch and window settings
+    out.update({key: study.get(key, {}) for key in family(task_of(cs)).model_sections})
     return out
 
 
@@ -347,18 +361,10 @@ def first_runs(cs):
     return [(m, model_folds(cs, m)[0]) for m in CASESTUDIES[cs].get("models") or {}]
 
 
-#: evaluate keys read only by the subgroups rule: changing them must not rerun evaluation
-SUBGROUP_KEYS = ("subgroups", "min_group_patients")
-
-
-def evaluate_settings(cs, *, subgroups=False):
-    """The case study's 'evaluate' block as a rule's params: the subgroup keys only for
-    the subgroups rule, and none of the classification-only keys for segmentation, so
-    that editing one does not rerun the jobs that never read it."""
-    cfg = dict(CASESTUDIES[cs].get("evaluate", {}))
-    if is_segmentation(cs):
-        return {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS + ("calibration_bins",)}
-    return cfg if subgroups else {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS}
+def evaluate_settings(cs, **kwargs):
+    """The case study's 'evaluate' block as a rule's params, filtered by its family, so
+    that editing a key only another rule reads does not rerun the jobs that never read it."""
+    return family_hook(cs, "evaluate_settings")(cs, **kwargs)
 
 
 def model_names(cs):
@@ -369,68 +375,14 @@ def model_names(cs):
 
 
 def casestudy_targets(cs):
+    """Every file of a case study: the data side's, then its family's."""
     data = [
         f"results/{cs}/split/leakage_check.json",
         f"results/{cs}/qc/geometry.json",
         f"results/{cs}/qc/plan.json",
         f"results/{cs}/figures/fingerprint.png",
     ]
-    if is_segmentation(cs):
-        return data + segmentation_targets(cs)
-    out = data + [
-        f"results/{cs}/figures/samples.png",
-        f"results/{cs}/figures/split.png",
-        f"results/{cs}/figures/model_comparison.png",
-        f"results/{cs}/summary.html",
-    ] + validation_targets(cs)
-    for model, fold in runs(cs):
-        out += [
-            f"{model_dir(cs, model, fold)}/metadata.json",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/roc.png",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/confusion.png",
-            f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
-        ]
-    for model, fold in first_runs(cs):
-        out += [
-            f"results/{cs}/explain/{model}/fold_{fold}/attributions.png",
-            f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png",
-        ]
-    return out
-
-
-def validation_targets(cs):
-    """Cross-validation, calibration, selection and robustness summaries of a classification
-    case study; the paired comparison needs two models, the subgroup analysis a column."""
-    out = [
-        f"results/{cs}/validation/selection.json",
-        f"results/{cs}/figures/fold_spread.png",
-        f"results/{cs}/figures/reliability.png",
-        f"results/{cs}/figures/robustness.png",
-    ]
-    if len(model_names(cs)) > 1 and len(CASESTUDIES[cs]["class_names"]) == 2:  # paired AUC tests are binary
-        out.append(f"results/{cs}/figures/pairwise.png")
-    if CASESTUDIES[cs].get("evaluate", {}).get("subgroups"):
-        out.append(f"results/{cs}/figures/subgroups.png")
-    return out
-
-
-def segmentation_targets(cs):
-    out = [
-        f"results/{cs}/figures/dice_boxplot.png",
-        f"results/{cs}/figures/model_comparison.png",
-        f"results/{cs}/summary.html",
-    ]
-    for model, fold in runs(cs):
-        out += [
-            f"{model_dir(cs, model, fold)}/metadata.json",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/overlays.png",
-            f"results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
-            f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
-        ]
-    out += [f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png" for model, fold in first_runs(cs)]
-    return out + [f"results/{cs}/figures/robustness.png"]
+    return data + family_hook(cs, "targets")(cs)
 
 
 def all_targets():

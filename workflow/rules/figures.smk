@@ -22,34 +22,6 @@ rule figure_fingerprint:
         "../../scripts/figure_fingerprint.py"
 
 
-rule figure_samples:
-    input:
-        images="results/{cs}/preprocess/images.npy",
-        masks="results/{cs}/preprocess/masks.npy",
-        index="results/{cs}/preprocess/index.tsv",
-    output:
-        report(
-            "results/{cs}/figures/samples.png",
-            caption="../report/samples.rst",
-            category="{cs}",
-            subcategory="data",
-            labels={"figure": "sample images"},
-        ),
-        summary=summary_of("results/{cs}/figures/samples.png"),
-    params:
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
-    log:
-        "logs/{cs}/figures/samples.log",
-    threads: rule_threads("figure_samples")
-    resources:
-        **rule_resources("figure_samples"),
-    script:
-        "../../scripts/figure_samples.py"
-
-
 rule figure_split:
     input:
         "results/{cs}/split/split_table.tsv",
@@ -89,6 +61,7 @@ rule figure_training:
         summary=summary_of("results/{cs}/figures/{model}/fold_{fold}/training_curves.png"),
     params:
         title=lambda wc: f"{wc.model}, fold {wc.fold}",
+        curves=lambda wc: training_curves(wc.cs),
     log:
         "logs/{cs}/figures/{model}/fold_{fold}/training.log",
     threads: rule_threads("figure_training")
@@ -96,40 +69,3 @@ rule figure_training:
         **rule_resources("figure_training"),
     script:
         "../../scripts/figure_training.py"
-
-
-rule summarize:
-    input:
-        crossval=lambda wc: [f"results/{wc.cs}/crossval/{m}/crossval.json" for m in model_names(wc.cs)],
-        explain=lambda wc: [f"results/{wc.cs}/explain/{m}/fold_{f}/explain.json" for m, f in first_runs(wc.cs)],
-        selection="results/{cs}/validation/selection.json",
-    output:
-        figure=report(
-            "results/{cs}/figures/model_comparison.png",
-            caption="../report/model_comparison.rst",
-            category="{cs}",
-            subcategory="summary",
-            labels={"figure": "model comparison"},
-        ),
-        table=report(
-            "results/{cs}/summary.html",
-            caption="../report/summary.rst",
-            category="{cs}",
-            subcategory="summary",
-            labels={"figure": "test metrics table"},
-        ),
-        figure_summary=summary_of("results/{cs}/figures/model_comparison.png"),
-        table_summary=summary_of("results/{cs}/summary.html"),
-        tsv="results/{cs}/summary.tsv",
-    params:
-        models=lambda wc: model_names(wc.cs),
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
-    log:
-        "logs/{cs}/figures/summary.log",
-    threads: rule_threads("summarize")
-    resources:
-        **rule_resources("summarize"),
-    script:
-        "../../scripts/summarize.py"

@@ -1,14 +1,13 @@
-# Robustness of each classifier to acquisition-like perturbations of its test images
-# (TorchIO), swept over severities; the threshold is the evaluate rule's.
+# Robustness of each model to acquisition-like perturbations of its test images (TorchIO),
+# swept over severities, for every task family (the family's stage scores it: test
+# metrics at the evaluate rule's threshold for classifiers, the mean Dice over the
+# evaluate regions on the preprocessed grid for segmentation); and the summary of a
+# case study's models in one figure.
 
 
 rule robustness:
     input:
-        model="results/{cs}/models/{model}/fold_{fold}/model.pt",
-        images="results/{cs}/preprocess/images.npy",
-        index="results/{cs}/preprocess/index.tsv",
-        splits="results/{cs}/split/splits.json",
-        metrics="results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
+        unpack(family_input("robustness")),
     output:
         table="results/{cs}/robustness/{model}/fold_{fold}/robustness.tsv",
         summary="results/{cs}/robustness/{model}/fold_{fold}/robustness.json",
@@ -29,12 +28,11 @@ rule robustness:
         curves_summary=summary_of("results/{cs}/robustness/{model}/fold_{fold}/robustness.png"),
         examples_summary=summary_of("results/{cs}/robustness/{model}/fold_{fold}/robustness_examples.png"),
     params:
+        task=lambda wc: task_of(wc.cs),
         model=lambda wc: model_config(wc.cs, wc.model),
         robustness=lambda wc: CASESTUDIES[wc.cs].get("robustness", {}),
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
+        family=family_params("robustness"),
     log:
         "logs/{cs}/robustness/{model}/fold_{fold}.log",
     benchmark:
@@ -46,3 +44,30 @@ rule robustness:
         **rule_resources("robustness"),
     script:
         "../../scripts/robustness.py"
+
+
+rule robustness_summary:
+    input:
+        tables=lambda wc: [f"results/{wc.cs}/robustness/{m}/fold_{f}/robustness.tsv" for m, f in first_runs(wc.cs)],
+    output:
+        figure=report(
+            "results/{cs}/figures/robustness.png",
+            caption="../report/robustness_summary.rst",
+            category="{cs}",
+            subcategory="summary",
+            labels={"figure": "robustness curves"},
+        ),
+        figure_summary=summary_of("results/{cs}/figures/robustness.png"),
+    params:
+        runs=lambda wc: [f"{m}/fold_{f}" for m, f in first_runs(wc.cs)],
+        robustness=lambda wc: CASESTUDIES[wc.cs].get("robustness", {}),
+        # the family's: a segmentation sweep scores the mean Dice over the evaluate regions
+        metric=lambda wc: family_hook(wc.cs, "robustness_metric")(wc.cs),
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+    log:
+        "logs/{cs}/validation/robustness_summary.log",
+    threads: rule_threads("robustness_summary")
+    resources:
+        **rule_resources("robustness_summary"),
+    script:
+        "../../scripts/robustness_summary.py"

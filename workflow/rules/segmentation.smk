@@ -1,146 +1,59 @@
-# 3D segmentation case studies (task: segmentation): per-case preprocessing with the
-# plan from the fingerprint, patch-based training, sliding-window inference written back
-# in each image's own geometry, per-case metrics and the model comparison. The paths are
-# those of the classification rules (a model is results/<cs>/models/<model>/fold_<k>);
-# the 'cs' wildcard tells the two families apart.
+# Task family "segmentation" (casebook.tasks.segmentation): 3D voxel labels, per-case
+# preprocessing with the plan from the fingerprint, patch-based training, sliding-window
+# inference written back in each image's own geometry, per-case metrics and the model
+# comparison. Its hooks for the shared rules (train, robustness, targets), then its own rules.
 
 
-rule preprocess_seg:
-    input:
-        data="results/{cs}/data",
-        plan="results/{cs}/qc/plan.json",
-        geometry="results/{cs}/qc/geometry.json",
-    output:
-        cases=directory("results/{cs}/preprocess/cases"),
-        plan="results/{cs}/preprocess/seg_plan.json",
-    params:
-        segmentation=lambda wc: preprocess_seg_params(wc.cs),
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-    wildcard_constraints:
-        cs=SEGMENTATION_CS,
-    log:
-        "logs/{cs}/preprocess.log",
-    benchmark:
-        "results/{cs}/benchmarks/preprocess.tsv"
-    threads: rule_threads("preprocess")
-    resources:
-        **rule_resources("preprocess"),
-    script:
-        "../../scripts/preprocess_seg.py"
+def preprocess_seg_params(cs):
+    """What per-case segmentation preprocessing depends on (not the training settings)."""
+    cfg = CASESTUDIES[cs].get("segmentation", {})
+    return {"spacing": cfg.get("spacing", "auto"), "crop_margin": cfg.get("crop_margin", 2)}
 
 
-rule train_seg:
-    input:
-        cases="results/{cs}/preprocess/cases",
-        plan="results/{cs}/preprocess/seg_plan.json",
-        splits="results/{cs}/split/splits.json",
-        leakage="results/{cs}/split/leakage_check.json",
-    output:
-        model="results/{cs}/models/{model}/fold_{fold}/model.pt",
-        history="results/{cs}/models/{model}/fold_{fold}/history.tsv",
-        card="results/{cs}/models/{model}/fold_{fold}/metadata.json",
-        provenance="results/{cs}/models/{model}/fold_{fold}/provenance.json",
-    params:
-        model=lambda wc: model_config(wc.cs, wc.model),
-    wildcard_constraints:
-        cs=SEGMENTATION_CS,
-    log:
-        "logs/{cs}/train/{model}/fold_{fold}.log",
-    benchmark:
-        "results/{cs}/benchmarks/train/{model}/fold_{fold}.tsv"
-    # the train rule's resources (a GPU on a cluster): one place for both tasks
-    threads: rule_threads("train")
-    resources:
-        **rule_resources("train"),
-    script:
-        "../../scripts/train_seg.py"
+def segmentation_cases(cs):
+    return {
+        "cases": f"results/{cs}/preprocess/cases",
+        "plan": f"results/{cs}/preprocess/seg_plan.json",
+        "splits": f"results/{cs}/split/splits.json",
+    }
 
 
-rule evaluate_seg:
-    input:
-        model="results/{cs}/models/{model}/fold_{fold}/model.pt",
-        cases="results/{cs}/preprocess/cases",
-        plan="results/{cs}/preprocess/seg_plan.json",
-        splits="results/{cs}/split/splits.json",
-        leakage="results/{cs}/split/leakage_check.json",
-        data="results/{cs}/data",
-    output:
-        predictions=directory("results/{cs}/evaluation/{model}/fold_{fold}/predictions"),
-        per_case="results/{cs}/evaluation/{model}/fold_{fold}/per_case.tsv",
-        metrics="results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
-        provenance="results/{cs}/evaluation/{model}/fold_{fold}/provenance.json",
-        overlays=report(
-            "results/{cs}/evaluation/{model}/fold_{fold}/overlays.png",
-            caption="../report/overlays.rst",
-            category="{cs}",
-            subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "tri-planar overlays"},
-        ),
-        bland_altman=report(
-            "results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
-            caption="../report/bland_altman.rst",
-            category="{cs}",
-            subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "volume agreement"},
-        ),
-        overlays_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/overlays.png"),
-        bland_altman_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png"),
-    params:
-        model=lambda wc: model_config(wc.cs, wc.model),
-        evaluate=lambda wc: evaluate_settings(wc.cs),
-        title=lambda wc: f"{CASESTUDIES[wc.cs].get('title') or wc.cs}: {wc.model}",
-    wildcard_constraints:
-        cs=SEGMENTATION_CS,
-    log:
-        "logs/{cs}/evaluate/{model}/fold_{fold}.log",
-    benchmark:
-        "results/{cs}/benchmarks/evaluate/{model}/fold_{fold}.tsv"
-    threads: rule_threads("evaluate")
-    resources:
-        **rule_resources("evaluate"),
-    script:
-        "../../scripts/evaluate_seg.py"
+def segmentation_evaluate_settings(cs, **kwargs):
+    """The 'evaluate' block less the classification-only keys (subgroups, calibration)."""
+    skip = ("subgroups", "min_group_patients", "calibration_bins")
+    return {k: v for k, v in CASESTUDIES[cs].get("evaluate", {}).items() if k not in skip}
 
 
-rule summarize_seg:
-    input:
-        per_case=lambda wc: [f"results/{wc.cs}/evaluation/{m}/fold_{f}/per_case.tsv" for m, f in runs(wc.cs)],
-        metrics=lambda wc: [f"results/{wc.cs}/evaluation/{m}/fold_{f}/metrics.json" for m, f in runs(wc.cs)],
-    output:
-        boxplot=report(
-            "results/{cs}/figures/dice_boxplot.png",
-            caption="../report/dice_boxplot.rst",
-            category="{cs}",
-            subcategory="summary",
-            labels={"figure": "per-case Dice"},
-        ),
-        figure=report(
-            "results/{cs}/figures/model_comparison.png",
-            caption="../report/seg_comparison.rst",
-            category="{cs}",
-            subcategory="summary",
-            labels={"figure": "model comparison"},
-        ),
-        table=report(
-            "results/{cs}/summary.html",
-            caption="../report/seg_summary.rst",
-            category="{cs}",
-            subcategory="summary",
-            labels={"figure": "test metrics table"},
-        ),
-        boxplot_summary=summary_of("results/{cs}/figures/dice_boxplot.png"),
-        figure_summary=summary_of("results/{cs}/figures/model_comparison.png"),
-        table_summary=summary_of("results/{cs}/summary.html"),
-        tsv="results/{cs}/summary.tsv",
-    params:
-        runs=lambda wc: [f"{m}/fold_{f}" for m, f in runs(wc.cs)],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=SEGMENTATION_CS,
-    log:
-        "logs/{cs}/figures/summary.log",
-    threads: rule_threads("summarize")
-    resources:
-        **rule_resources("summarize"),
-    script:
-        "../../scripts/summarize_seg.py"
+def segmentation_targets(cs):
+    out = [
+        f"results/{cs}/figures/dice_boxplot.png",
+        f"results/{cs}/figures/model_comparison.png",
+        f"results/{cs}/summary.html",
+    ]
+    for model, fold in runs(cs):
+        out += [
+            f"{model_dir(cs, model, fold)}/metadata.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/metrics.json",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/overlays.png",
+            f"results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
+            f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
+        ]
+    out += [f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png" for model, fold in first_runs(cs)]
+    return out + [f"results/{cs}/figures/robustness.png"]
+
+
+FAMILY_HOOKS["segmentation"] = {
+    "train_input": lambda wc: {**segmentation_cases(wc.cs), "leakage": f"results/{wc.cs}/split/leakage_check.json"},
+    "robustness_input": lambda wc: {**segmentation_cases(wc.cs), "model": f"{model_dir(wc.cs, wc.model, wc.fold)}/model.pt"},
+    # the evaluate regions only: other evaluate settings do not rerun the sweep
+    "robustness_params": lambda wc: {"regions": CASESTUDIES[wc.cs].get("evaluate", {}).get("regions")},
+    "robustness_metric": lambda cs: "dice",  # the mean Dice over the evaluate regions
+    "evaluate_settings": segmentation_evaluate_settings,
+    "targets": segmentation_targets,
+}
+
+SEGMENTATION_CS = cases_of("segmentation")
+
+
+
+include: "segmentation/rules.smk"

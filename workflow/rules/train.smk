@@ -1,24 +1,20 @@
-# Training of one model on one fold (a job per fold, so folds run in parallel on a cluster).
+# Training of one model on one fold (a job per fold, so folds run in parallel on a
+# cluster), for every task family: what it reads and its family's settings come from the
+# family's rules file (family_input, family_params); the script runs the family's stage.
 
 
 rule train:
     input:
-        images="results/{cs}/preprocess/images.npy",
-        index="results/{cs}/preprocess/index.tsv",
-        splits="results/{cs}/split/splits.json",
-        leakage="results/{cs}/split/leakage_check.json",
-        data="results/{cs}/data",
+        unpack(family_input("train")),
     output:
         model="results/{cs}/models/{model}/fold_{fold}/model.pt",
         history="results/{cs}/models/{model}/fold_{fold}/history.tsv",
         card="results/{cs}/models/{model}/fold_{fold}/metadata.json",
         provenance="results/{cs}/models/{model}/fold_{fold}/provenance.json",
     params:
+        task=lambda wc: task_of(wc.cs),
         model=lambda wc: model_config(wc.cs, wc.model),
-        preprocess=lambda wc: CASESTUDIES[wc.cs]["preprocess"],
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
+        family=family_params("train"),
     log:
         "logs/{cs}/train/{model}/fold_{fold}.log",
     benchmark:

@@ -27,7 +27,7 @@ from casebook.adapters.images import (
     stack_channels,
 )
 from casebook.deid import pseudonym
-from casebook.layout import Record
+from casebook.layout import Record, refuse_non_finite_mask
 
 __all__ = ["find_cases", "case_folder_records", "SPLIT_NAMES"]
 
@@ -98,21 +98,27 @@ def case_folder_records(
             identifiers.add(case)  # the source's case name must not reach an output either
             paths = [folder / p.format(case=case) for p in patterns]
             image = stack_channels([read_image(p) for p in paths], names=names, case=case)
+            image_id = pseudonym(f"{name}/{case}", key, prefix="img")
             seg = roi = None
             if label:
                 label_path = folder / label.format(case=case)
                 seg = read_image(label_path)
                 check_geometry(image, seg, case=case, what=f"label {label_path.name}")
+                # before check_labels, which would report NaN as an undeclared label value
+                refuse_non_finite_mask(seg, image_id=image_id, source=str(label_path), what="label")
                 if label_values:
                     check_labels(seg, label_values, case=case)
                 paths.append(label_path)
             if mask:
                 mask_path = folder / mask.format(case=case)
-                roi = _roi(read_image(mask_path))
+                brain = read_image(mask_path)
+                # before _roi, whose "above the minimum" would turn a NaN mask into nothing
+                refuse_non_finite_mask(brain, image_id=image_id, source=str(mask_path), what="region of interest")
+                roi = _roi(brain)
                 check_geometry(image, roi, case=case, what=f"mask {mask_path.name}")
                 paths.append(mask_path)
             yield Record(
-                image_id=pseudonym(f"{name}/{case}", key, prefix="img"),
+                image_id=image_id,
                 patient_id=pseudonym(f"{name}/{_patient(case, patient_pattern)}", key),
                 label=None,
                 image=image,
@@ -120,6 +126,7 @@ def case_folder_records(
                 roi=roi,
                 source_split=SPLIT_NAMES.get(folder.parent.name.lower(), "") if split_from_parent else "",
                 source_checksum=files_digest(paths),
+                source=str(folder),  # NaN / inf voxels are counted and refused (or replaced) by write_dataset
             )
 
     info = {"channel_names": names, "labels": label_values, "identifiers": identifiers}

@@ -90,6 +90,9 @@ def dicom_records(
                 label=label,
                 image=image,
                 source_checksum=files_digest(sorted(item.files)),
+                # no source path: DICOM folder names carry patient ids, so a NaN / inf voxel
+                # (Float Pixel Data can hold them; rescaled integer pixels cannot) is
+                # reported by write_dataset under the series' pseudonym only
             )
 
     info = {"channel_names": None, "labels": None, "identifiers": identifiers}

@@ -16,7 +16,7 @@ import pandas as pd
 
 from casebook.adapters.images import AdapterError, as_vector, check_geometry, files_digest, id_from_pattern, read_image
 from casebook.deid import pseudonym
-from casebook.layout import Record
+from casebook.layout import Record, refuse_non_finite_mask
 
 __all__ = ["image_folder_records", "read_label_table", "stem"]
 
@@ -100,20 +100,23 @@ def image_folder_records(
                     raise AdapterError(f"{path}: subject has no row in {labels_csv}")
                 label = table[subject]
             image = as_vector(read_image(path))
+            image_id = pseudonym(f"{name}/{path.relative_to(root)}", key, prefix="img")
             seg, sources = None, [path]
             if labels_dir:
                 label_path = root / labels_dir / path.name
                 seg = read_image(label_path)
                 check_geometry(image, seg, case=path.name, what=f"label {label_path}")
+                refuse_non_finite_mask(seg, image_id=image_id, source=str(label_path), what="label")
                 sources.append(label_path)
             pseudo = pseudonym(f"{name}/{subject}", key)
             yield Record(
-                image_id=pseudonym(f"{name}/{path.relative_to(root)}", key, prefix="img"),
+                image_id=image_id,
                 patient_id=pseudo,
                 label=label,
                 image=image,
                 mask=seg,
                 source_checksum=files_digest(sources),
+                source=str(path),  # NaN / inf voxels are counted and refused (or replaced) by write_dataset
             )
 
     info = {"channel_names": None, "labels": None, "identifiers": identifiers}

@@ -22,7 +22,11 @@ class AdapterError(ValueError):
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read an image (NIfTI, MetaImage, NRRD, ...) without its header metadata."""
+    """Read an image (NIfTI, MetaImage, NRRD, ...) without its header metadata.
+
+    NaN and infinite voxels are kept as they are in the file (for NIfTI, where SimpleITK
+    would read them as 0, see :func:`_restore_non_finite`): ingest refuses or replaces them.
+    """
     path = Path(path)
     if not path.is_file():
         raise AdapterError(f"{path}: file not found")
@@ -30,7 +34,46 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise AdapterError(f"{path}: cannot read image ({str(exc).strip().splitlines()[-1]})") from exc
-    return without_metadata(image)
+    return _restore_non_finite(without_metadata(image), path)
+
+
+def _restore_non_finite(image: sitk.Image, path: Path) -> sitk.Image:
+    """``image`` with the NaN and infinite voxels of its NIfTI file put back.
+
+    SimpleITK 2.5's NIfTI reader turns NaN, +inf and -inf into 0.0 without a word, so
+    they would pass ingest's check unseen; nibabel reads the stored values as they are.
+    Only a NIfTI file of a floating-point data type is read a second time.
+    """
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return image
+    import zlib
+
+    import nibabel
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        nifti = nibabel.load(str(path))
+        if nifti.get_data_dtype().kind != "f":
+            return image  # integer voxels cannot be non-finite
+        data = np.asanyarray(nifti.dataobj)
+    except (ImageFileError, OSError, ValueError, EOFError, zlib.error):  # SimpleITK read it; nibabel adds nothing
+        return image
+    if data.size == 0 or (np.isfinite(data.min()) and np.isfinite(data.max())):
+        return image
+    data = data.T  # nibabel (x, y, z[, c]) -> SimpleITK array order (z, y, x) / (c, z, y, x)
+    values = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() > 1 and data.ndim == values.ndim + 1 and data.shape[1] == 1:
+        data = np.moveaxis(data[:, 0], 0, -1)  # a vector NIfTI (x, y, z, 1, c) -> (z, y, x, c)
+    bad = ~np.isfinite(data)
+    if values.shape != data.shape:
+        raise AdapterError(
+            f"{path}: {int(np.count_nonzero(bad))} non-finite voxel(s) (NaN or inf), which SimpleITK reads as 0; "
+            f"replace them in the source file"
+        )
+    values[bad] = data[bad]
+    restored = sitk.GetImageFromArray(values, isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    restored.CopyInformation(image)
+    return restored
 
 
 def as_vector(image: sitk.Image) -> sitk.Image:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from casebook.adapters.images import AdapterError, as_vector, check_geometry, check_labels, files_digest, read_image
 from casebook.deid import pseudonym
-from casebook.layout import Record
+from casebook.layout import Record, refuse_non_finite_mask
 
 __all__ = ["find_task_root", "msd_records"]
 
@@ -80,8 +80,10 @@ def msd_records(root: str | Path, *, key: bytes, name: str, task: str | None = N
                 )
             label = read_image(label_path)
             check_geometry(image, label, case=case_id, what=f"label {label_path.name}")
-            check_labels(label, labels, case=case_id)
             subject = pseudonym(f"{name}/{case_id}", key)
+            # before check_labels, which would report NaN as an undeclared label value
+            refuse_non_finite_mask(label, image_id=subject, source=str(label_path), what="label")
+            check_labels(label, labels, case=case_id)
             yield Record(
                 image_id=subject,
                 patient_id=subject,
@@ -89,6 +91,7 @@ def msd_records(root: str | Path, *, key: bytes, name: str, task: str | None = N
                 image=image,
                 mask=label,
                 source_checksum=files_digest([image_path, label_path]),
+                source=str(image_path),  # NaN / inf voxels are counted and refused (or replaced) by write_dataset
             )
 
     info = {"channel_names": channel_names, "labels": labels, "identifiers": identifiers}

@@ -1,0 +1,118 @@
+"""The task registry: the one place a task family is declared.
+
+A family is a package under ``casebook.tasks`` (its networks, training hooks,
+evaluation and figures), a rules file ``workflow/rules/<family>.smk`` (its own rules),
+a section of the case-study schema (the keys only it reads) and report captions. The
+rules every family shares (train, robustness) look the family of a case study up here
+and call its stage functions by name, so a case study with an unknown ``task:`` is an
+error, never another family's rules.
+
+This module imports no torch, MONAI or family package: Snakemake reads it while it
+plans, and a job imports only the family it runs (:func:`stage`).
+
+Adding a family: its package with a ``stages`` module, its ``.smk``, its schema
+section, its captions, and one entry in :data:`TASKS` (README: "Adding a task family").
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """One task family.
+
+    ``networks``: the network names a model may choose (``network: {name: ...}``);
+    the family's builder must know exactly these (a test checks it).
+    ``sections``: case-study keys that only this family reads (its schema section);
+    ``required``: the keys a case study of this family must set.
+    ``selection_metric``: the validation column of the training history that picks a
+    model's best epoch (higher is better); ``selection_label`` names it in figures, and
+    ``loss_label`` names the training loss.
+    ``image_labels``: every image needs a class label (ingest refuses unlabelled ones).
+    ``model_sections``: case-study sections every model's settings carry (the rules'
+    ``model`` params).
+    ``stages``: the shared rules the family implements, each a function of
+    ``casebook.tasks.<name>.stages`` taking the job (casebook.scripting.Job).
+    """
+
+    name: str
+    description: str
+    networks: tuple[str, ...]
+    sections: tuple[str, ...]
+    required: tuple[str, ...]
+    selection_metric: str
+    selection_label: str
+    loss_label: str
+    image_labels: bool = False
+    model_sections: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ("train", "robustness")
+
+    @property
+    def package(self) -> str:
+        return f"{__name__}.{self.name}"
+
+
+TASKS: dict[str, TaskFamily] = {
+    family.name: family
+    for family in (
+        TaskFamily(
+            name="classification",
+            description="image labels (2D or 3D), one cached array per image",
+            networks=("resnet10", "resnet18", "resnet34", "resnet50", "densenet", "densenet121", "densenet169"),
+            sections=("preprocess", "explain"),
+            required=("models", "preprocess"),
+            selection_metric="val_auc",
+            selection_label="AUC",
+            loss_label="cross-entropy",
+            image_labels=True,
+        ),
+        TaskFamily(
+            name="segmentation",
+            description="voxel labels (3D, patch-based, sliding-window inference)",
+            networks=("unet", "segresnet", "dynunet", "unetr", "swinunetr"),
+            sections=("segmentation",),
+            required=("models",),
+            selection_metric="val_dice",
+            selection_label="Dice",
+            loss_label="Dice + cross-entropy",
+            model_sections=("segmentation",),
+        ),
+    )
+}
+
+
+class UnknownTask(ValueError):
+    """A case study names a task that no family declares."""
+
+
+def family(task: str, where: str = "case study") -> TaskFamily:
+    """The family of ``task``; an error naming ``where`` (the case-study file) and the known tasks."""
+    if task not in TASKS:
+        raise UnknownTask(f"{where}: unknown task {task!r}; the known tasks are {sorted(TASKS)}")
+    return TASKS[task]
+
+
+def casestudy_problems(cs: dict[str, Any]) -> list[str]:
+    """What a case study of its family lacks or sets that belongs to another family."""
+    fam = family(cs.get("task", "classification"))
+    problems = [f"task {fam.name} needs '{key}'" for key in fam.required if key not in cs]
+    for other in TASKS.values():
+        if other.name != fam.name:
+            problems += [f"'{key}' is a setting of task {other.name}, not {fam.name}" for key in other.sections if key in cs and key not in fam.sections]
+    for model, spec in (cs.get("models") or {}).items():
+        name = (spec.get("network") or {}).get("name")
+        if name not in fam.networks:
+            problems.append(f"model {model!r}: network {name!r} is not a {fam.name} network; choose one of {sorted(fam.networks)}")
+    return problems
+
+
+def stage(task: str, name: str) -> Callable[..., Any]:
+    """The function that runs shared rule ``name`` for ``task`` (imports only that family)."""
+    fam = family(task)
+    if name not in fam.stages:
+        raise ValueError(f"task {task} has no stage {name!r}; it has {list(fam.stages)}")
+    return getattr(importlib.import_module(f"{fam.package}.stages"), name)

@@ -1,0 +1,237 @@
+"""Per-case segmentation metrics as the field reports them: Dice, IoU, HD95 and NSD per
+region (MONAI), volumes in millilitres, bootstrap summaries over cases, Bland-Altman
+agreement of volumes and a paired Wilcoxon test between two models.
+
+Arrays are label maps in SimpleITK array order (z, y, x) and ``spacing`` is given in the
+same order, in millimetres, so distances and volumes come out in mm and ml.
+
+Empty sets (they matter for BraTS, where enhancing tumour may be absent from a case):
+
+* truth and prediction both empty: Dice 1, IoU 1, HD95 0 mm, NSD 1 (nothing to find,
+  nothing found: a perfect answer);
+* exactly one of them empty: Dice 0, IoU 0, HD95 NaN (a distance to nothing is
+  undefined), NSD 0.
+
+NaN values are left out of means; ``summarize_cases`` reports how many there were.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.metrics import (
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_iou,
+    compute_surface_dice,
+)
+from scipy import stats
+
+from casebook.analysis.stats import bootstrap_ci
+
+Regions = dict[str, list[int]]
+
+CASE_METRICS = ("dice", "iou", "hd95", "nsd")
+
+
+def default_regions(label_names: dict[int, str]) -> Regions:
+    """One region per foreground label, named by its name in snake_case.
+
+    Label 0 is background and labels named "unused" are placeholders in some datasets'
+    label tables (e.g. BraTS has no label 3), so neither becomes a region.
+    """
+    regions: Regions = {}
+    for value, name in sorted(label_names.items()):
+        if value <= 0 or name.strip().lower() == "unused":
+            continue
+        regions[_snake_case(name)] = [int(value)]
+    return regions
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def region_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Boolean mask of the voxels whose label is any of ``values`` (the region's union)."""
+    return np.isin(labels, np.asarray(list(values)))
+
+
+def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Volume of a boolean mask in millilitres (1 ml = 1000 mm^3)."""
+    return float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+
+
+def _as_batch(mask: np.ndarray) -> torch.Tensor:
+    # MONAI metrics take batch-first, channel-first tensors: (B=1, C=1, z, y, x).
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+
+
+def _empty_convention(truth_empty: bool, pred_empty: bool) -> dict[str, float]:
+    """The values the field uses when truth or prediction is empty (see the module docstring)."""
+    if truth_empty and pred_empty:
+        return {"dice": 1.0, "iou": 1.0, "hd95": 0.0, "nsd": 1.0}
+    return {"dice": 0.0, "iou": 0.0, "hd95": float("nan"), "nsd": 0.0}
+
+
+def mask_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], *, nsd_tolerance_mm: float = 2.0) -> dict[str, float]:
+    """Dice, IoU, HD95 (mm) and NSD at ``nsd_tolerance_mm`` of two boolean masks (MONAI).
+
+    The single channel is the foreground itself, so every MONAI call needs
+    ``include_background=True``: the distance metrics default to False and would
+    otherwise drop the only channel.
+    """
+    truth_empty, pred_empty = not truth.any(), not pred.any()
+    if truth_empty or pred_empty:
+        # MONAI returns NaN or inf here and warns; the field's conventions are explicit.
+        return _empty_convention(truth_empty, pred_empty)
+    y_pred, y = _as_batch(pred), _as_batch(truth)
+    # MONAI's prepare_spacing accepts only int/float elements (it rejects np.float32).
+    spacing_mm = [float(s) for s in spacing]
+    dice = compute_dice(y_pred, y, include_background=True, ignore_empty=False)
+    iou = compute_iou(y_pred, y, include_background=True, ignore_empty=False)
+    with warnings.catch_warnings():
+        # MONAI 1.6 passes its own deprecated get_mask_edges(always_return_as_numpy=...)
+        # internally; the warning is about MONAI's code, once per case, not ours.
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing_mm)
+        # Distances are computed with the spacing, so the threshold is in mm (despite the
+        # MONAI docstring's "pixels").
+        nsd = compute_surface_dice(
+            y_pred, y, class_thresholds=[float(nsd_tolerance_mm)], include_background=True, spacing=spacing_mm
+        )
+    return {"dice": float(dice), "iou": float(iou), "hd95": float(hd95), "nsd": float(nsd)}
+
+
+def case_metrics(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: Sequence[float],
+    regions: Regions,
+    *,
+    nsd_tolerance_mm: float = 2.0,
+) -> list[dict]:
+    """One dict per region: ``region, dice, iou, hd95, nsd, volume_true_ml, volume_pred_ml,
+    empty_truth, empty_pred``.
+
+    ``pred`` and ``truth`` are label maps (z, y, x); ``spacing`` is (z, y, x) in mm. A
+    region counts all of its label values together (e.g. BraTS whole tumour = 1, 2, 4).
+    HD95 is in mm; NSD is the fraction of both surfaces within ``nsd_tolerance_mm`` of
+    the other. Empty truth or prediction: Dice/IoU/NSD 1 and HD95 0 when both are
+    empty; Dice/IoU/NSD 0 and HD95 NaN when exactly one is.
+    """
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    if len(spacing) != truth.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match the {truth.ndim}D arrays")
+    rows = []
+    for name, values in regions.items():
+        p, t = region_mask(pred, values), region_mask(truth, values)
+        rows.append(
+            {
+                "region": name,
+                **mask_metrics(p, t, spacing, nsd_tolerance_mm=nsd_tolerance_mm),
+                "volume_true_ml": volume_ml(t, spacing),
+                "volume_pred_ml": volume_ml(p, spacing),
+                "empty_truth": not t.any(),
+                "empty_pred": not p.any(),
+            }
+        )
+    return rows
+
+
+def _nanmean_columns(values: np.ndarray, _unused: np.ndarray) -> dict[int, float]:
+    with warnings.catch_warnings():  # a resample may hold only NaN (e.g. HD95 of absent regions)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(values, axis=0)
+    return dict(enumerate(means.tolist()))
+
+
+def _metric_summary(values: np.ndarray, ci: tuple[float, float]) -> dict[str, float | int]:
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        nan = float("nan")
+        return {"mean": nan, "sd": nan, "median": nan, "ci_low": nan, "ci_high": nan, "n": 0, "n_nan": int(values.size)}
+    return {
+        "mean": float(finite.mean()),
+        "sd": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+        "median": float(np.median(finite)),
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n": int(finite.size),
+        "n_nan": int(values.size - finite.size),
+    }
+
+
+def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Per region and metric: mean, sd, median, percentile-bootstrap CI of the mean, n, n_nan.
+
+    ``table`` has one row per case and region (columns ``case_id, region`` and
+    CASE_METRICS, and ``patient_id`` where known). Patients (else cases) are resampled with replacement (all metrics of a region from the
+    same resample, with ``evaluate.bootstrap_ci``, seeded with ``seed``); NaN values
+    (HD95 when exactly one of truth and prediction is empty) are left out of every mean
+    and counted in ``n_nan``. ``mean_dice`` is the mean over regions of the region mean
+    Dice.
+    """
+    regions: dict[str, dict] = {}
+    for region, rows in table.groupby("region", sort=False):
+        values = rows[list(CASE_METRICS)].to_numpy(dtype=float)
+        # whole patients are resampled where the table has them (several time points of
+        # one patient are not independent cases), else cases
+        groups = rows["patient_id" if "patient_id" in rows.columns else "case_id"].to_numpy()
+        cis = bootstrap_ci(values, values, groups, _nanmean_columns, n_boot=n_boot, level=level, seed=seed)
+        regions[str(region)] = {
+            metric: _metric_summary(values[:, j], cis.get(j, (float("nan"), float("nan"))))
+            for j, metric in enumerate(CASE_METRICS)
+        }
+    region_dice = [m["dice"]["mean"] for m in regions.values() if not np.isnan(m["dice"]["mean"])]
+    return {
+        "regions": regions,
+        "n_cases": int(table["case_id"].nunique()),
+        "ci_level": level,
+        "ci_method": "percentile bootstrap over patients" if "patient_id" in table.columns else "percentile bootstrap over cases",
+        "n_bootstrap": n_boot,
+        "mean_dice": float(np.mean(region_dice)) if region_dice else float("nan"),
+    }
+
+
+def bland_altman(true_ml: np.ndarray, pred_ml: np.ndarray) -> dict:
+    """Agreement of predicted and true volumes; differences are pred - true (ml).
+
+    ``bias`` is the mean difference (positive: the model over-segments), ``sd`` its sample
+    SD, the limits of agreement bias -/+ 1.96 sd. ``pearson_r`` is of pred vs true, NaN
+    when either has fewer than 2 distinct values (the correlation is undefined).
+    """
+    true_ml, pred_ml = np.asarray(true_ml, dtype=float), np.asarray(pred_ml, dtype=float)
+    keep = ~(np.isnan(true_ml) | np.isnan(pred_ml))
+    true_ml, pred_ml = true_ml[keep], pred_ml[keep]
+    diff = pred_ml - true_ml
+    n = int(diff.size)
+    bias = float(diff.mean()) if n else float("nan")
+    sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
+    distinct = min(np.unique(true_ml).size, np.unique(pred_ml).size)
+    r = float(stats.pearsonr(true_ml, pred_ml).statistic) if distinct >= 2 else float("nan")
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd, "n": n, "pearson_r": r}
+
+
+def wilcoxon_paired(a: pd.Series, b: pd.Series) -> dict:
+    """Wilcoxon signed-rank test of two models' per-case values on the same cases.
+
+    The series are aligned on their index (case ids); cases missing or NaN in either are
+    dropped. ``median_difference`` is the median of a - b. Zero differences are dropped,
+    as in scipy's default; with fewer than 2 non-zero differences the test is undefined
+    and statistic and p_value are NaN.
+    """
+    pairs = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
+    diff = (pairs["a"] - pairs["b"]).to_numpy(dtype=float)
+    n = int(diff.size)
+    median = float(np.median(diff)) if n else float("nan")
+    if np.count_nonzero(diff) < 2:
+        return {"statistic": float("nan"), "p_value": float("nan"), "n": n, "median_difference": median}
+    result = stats.wilcoxon(pairs["a"], pairs["b"])
+    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "n": n, "median_difference": median}
