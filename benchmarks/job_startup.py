@@ -3,19 +3,23 @@ planning (``snakemake -n``), in this tree against a baseline tree (default: the 
 before the reorganisation, checked out at /tmp/base), measured in the same run.
 
 Every rule job is a new Python process that runs one script of scripts/*.py (Snakemake
-``script:``). For each script, its module-level import statements (read with ``ast``)
-run in a fresh interpreter with the tree's ``src`` first on PYTHONPATH; a script that
-dispatches on the task family (``stage(task, "train")``, casebook.tasks) also imports the
-family's stages, once per family (a row each). The time is the best of ``--rounds``
-(rounds alternate between the trees, so that machine load affects both alike); the heavy
-modules are those of HEAVY found in ``sys.modules`` afterwards. Imports that a function
-makes when it is called are not counted.
+``script:``). For each script, what the job imports is timed in a fresh interpreter with
+the tree's ``src`` first on PYTHONPATH: the script's module-level import statements (read
+with ``ast``), then the import statements inside the casebook functions it calls (the
+functions it imports, and every casebook function they call, followed statically: every
+branch counts, so this is an upper bound), so an import moved into a function the job
+runs still counts. A script that dispatches on the task family (``stage(task, "train")``,
+casebook.tasks) gets one row per family, with that family's stage as one more call. The
+time excludes the interpreter's own start-up; it is the best of ``--rounds`` (rounds
+alternate between the trees, so that machine load affects both alike). The heavy modules
+are those of HEAVY in ``sys.modules`` afterwards.
 
 The weighted total is the sum over the jobs of the default run of their script's import
 time: the jobs, and each job's case study (hence its family), are read from
 ``snakemake -n`` in a fresh copy of each tree (Snakefile, workflow, scripts, config), and
 each rule's script from its ``script:`` in workflow/rules. The same dry run, from scratch,
-is timed (``--rounds`` runs per tree, alternating).
+is timed (``--rounds`` runs per tree, alternating), and run once more with
+``-X importtime`` to list the casebook and heavy modules that planning imports.
 
     .venv/bin/python benchmarks/job_startup.py [--baseline /tmp/base] [--rounds 3]
     .venv/bin/python benchmarks/job_startup.py --jobs-from new=dry_new.txt --jobs-from old=dry_old.txt --no-dryrun
@@ -217,6 +221,16 @@ def timed_dryrun(workdir: Path, src: Path) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout + done.stderr
 
 
+def planning_imports(workdir: Path, src: Path) -> tuple[list[str], list[str]]:
+    """The casebook modules and the heavy modules that ``snakemake -n`` imports (``-X importtime``)."""
+    shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir, env=env_for(src), capture_output=True, text=True, check=True
+    )
+    names = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return sorted(n for n in names if n.startswith("casebook")), [m for m in HEAVY if m in names]
+
+
 def probe(code: str, src: Path) -> tuple[float, list[str]]:
     """Seconds to run ``code`` in a fresh interpreter (after its start-up), and the heavy modules loaded."""
     done = subprocess.run(
@@ -273,6 +287,7 @@ def main() -> None:
                     seconds, text = timed_dryrun(copies[name], tree / "src")
                     dry_times[name].append(seconds)
                     dry_text.setdefault(name, text)
+            planning = {name: planning_imports(copies[name], tree / "src") for name, tree in trees.items()}
         finally:
             shutil.rmtree(tmp)
     missing = set(trees) - set(dry_text)
@@ -309,7 +324,8 @@ def main() -> None:
     def mods(name, key):
         return ",".join(SHORT[m] for m in heavy[name][key]) or "-" if key in heavy[name] else ""
 
-    print(f"import time of each script's imports, best of {args.rounds} (s); jobs = jobs of the default run; heavy: {', '.join(f'{v}={k}' for k, v in SHORT.items())}")
+    print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"import time of each job's imports, best of {args.rounds} (s); jobs = jobs of the default run; heavy: {', '.join(f'{v}={k}' for k, v in SHORT.items())}")
     print(f"{'script':34s} {'jobs old':>8s} {'jobs new':>8s} {'old s':>7s} {'new s':>7s} {'ratio':>6s}  {'heavy old':30s} heavy new")
     for key in keys:
         old, new = best["old"].get(key), best["new"].get(key)
@@ -330,6 +346,9 @@ def main() -> None:
             f"snakemake -n from scratch ({args.rounds} runs each, s): old {' '.join(f'{t:.2f}' for t in old)}, new {' '.join(f'{t:.2f}' for t in new)};"
             f" ratio new/old (best) {min(new) / min(old):.3f}"
         )
+        for name in trees:
+            casebook, heavy_mods = planning[name]
+            print(f"snakemake -n imports ({name}): {', '.join(casebook)}; heavy: {', '.join(heavy_mods) or 'none'}")
 
 
 if __name__ == "__main__":

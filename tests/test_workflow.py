@@ -279,7 +279,11 @@ def test_report_has_every_figure(tiny):
 
 def test_a_second_run_from_scratch_gives_bit_identical_results(tiny, tmp_path):
     """On the CPU, the same config gives the same bytes: splits, predictions, metrics."""
-    patterns = ("results/*/split/splits.json", "results/*/evaluation/*/fold_*/metrics.json", "results/*/evaluation/*/fold_*/predictions.tsv")
+    patterns = (
+        "results/*/split/splits.json",
+        "results/*/evaluation/*/fold_*/metrics.json",
+        "results/*/evaluation/*/fold_*/predictions.tsv",
+    )
     compared_files = [first for pattern in patterns for first in sorted(tiny.glob(pattern))]
     # the second run from scratch makes only the compared files (and what they need)
     again = configure_tiny_run(copy_workflow(tmp_path / "again"))

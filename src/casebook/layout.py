@@ -210,6 +210,117 @@ def _label_mask(mask: np.ndarray | sitk.Image, image: sitk.Image) -> sitk.Image:
     return out
 
 
+def _start_partial(out_dir: Path) -> Path:
+    """A fresh sibling ``<name>.partial`` directory with its ``images/`` folder; a stale
+    one (left by a crash) is removed first so no old file leaks into the new dataset."""
+    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    (tmp_dir / "images").mkdir(parents=True)
+    return tmp_dir
+
+
+def _write_label_image(mask: np.ndarray | sitk.Image, image: sitk.Image, rec: Record, tmp_dir: Path, folder: str, what: str) -> str:
+    """Write a record's mask or region of interest under ``folder`` on its image's grid and
+    return its relative path; one with non-finite voxels is refused before anything is written."""
+    refuse_non_finite_mask(mask, image_id=rec.image_id, source=rec.source, what=what)
+    rel = f"{folder}/{rec.image_id}.nii.gz"
+    (tmp_dir / folder).mkdir(exist_ok=True)
+    sitk.WriteImage(_label_mask(mask, image), str(tmp_dir / rel), True)
+    return rel
+
+
+def _write_record(
+    rec: Record, tmp_dir: Path, class_names: list[str], non_finite: str, replaced: dict[str, int]
+) -> tuple[dict[str, Any], int]:
+    """Write one record's image (and mask, region of interest) and return its manifest
+    row and the image's dimension; counts of replaced non-finite voxels go to ``replaced``."""
+    if rec.label is not None and not 0 <= int(rec.label) < len(class_names):
+        raise ValueError(f"{rec.image_id}: label {rec.label} outside {class_names}")
+    pixels, n_replaced = _finite_image(rec, non_finite)
+    if n_replaced:
+        replaced[rec.image_id] = n_replaced
+    image = _to_sitk(pixels, rec.spacing, rec.origin, rec.direction)
+    image_rel = f"images/{rec.image_id}.nii.gz"
+    sitk.WriteImage(image, str(tmp_dir / image_rel), True)
+    mask_rel = "" if rec.mask is None else _write_label_image(rec.mask, image, rec, tmp_dir, "masks", "mask")
+    roi_rel = "" if rec.roi is None else _write_label_image(rec.roi, image, rec, tmp_dir, "rois", "region of interest")
+    row = {
+        "image_id": rec.image_id,
+        "patient_id": rec.patient_id,
+        "label": "" if rec.label is None else int(rec.label),
+        "source_split": rec.source_split,
+        "image": image_rel,
+        "mask": mask_rel,
+        "source_checksum": rec.source_checksum,
+        "roi": roi_rel,
+        **_attribute_columns(rec),
+    }
+    return row, image.GetDimension()
+
+
+def _manifest(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The manifest of the written rows: layout columns, then ``roi`` only where some record
+    has one, then the grouping attributes (sorted; "" where a record lacks one). Duplicate
+    image ids are refused: their files would have overwritten each other."""
+    attributes = sorted({key for row in rows for key in row} - set(MANIFEST_COLUMNS) - {"roi"})
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["roi"] + attributes).fillna({a: "" for a in attributes})
+    if not (manifest["roi"] != "").any():
+        manifest = manifest.drop(columns="roi")
+    if manifest["image_id"].duplicated().any():
+        dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
+        raise ValueError(f"duplicate image_id {dup!r}")
+    return manifest
+
+
+def _dataset_info(
+    manifest: pd.DataFrame,
+    *,
+    class_names: list[str],
+    spatial_dims: int | None,
+    modality: str,
+    description: str,
+    channel_names: list[str] | None,
+    labels: dict[int, str] | None,
+    source: dict | None,
+    non_finite: str,
+    replaced: dict[str, int],
+) -> dict[str, Any]:
+    """dataset.json's content (key order is the file's); the optional blocks appear only
+    when given, the ``non_finite`` record only when some voxel was replaced."""
+    return {
+        "class_names": list(class_names),
+        "spatial_dims": spatial_dims,
+        "modality": modality,
+        "description": description,
+        "n_images": len(manifest),
+        "n_patients": int(manifest["patient_id"].nunique()),
+        "label_counts": {class_names[int(k)]: int(v) for k, v in manifest["label"].value_counts().sort_index().items() if k != ""},
+        **({"channel_names": list(channel_names)} if channel_names else {}),
+        **({"labels": {str(k): v for k, v in sorted(labels.items())}} if labels else {}),
+        **({"source": source} if source else {}),
+        **(
+            {
+                "non_finite": {
+                    "policy": non_finite,
+                    "replaced_by": "the image's smallest finite value (per channel; 0 where a channel has none)",
+                    "voxels_replaced": replaced,
+                }
+            }
+            if replaced
+            else {}
+        ),
+    }
+
+
+def _publish(tmp_dir: Path, out_dir: Path) -> None:
+    """Move the complete dataset into place, replacing the old one only now, so a failed
+    run leaves the previous dataset untouched."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp_dir.rename(out_dir)
+
+
 def write_dataset(
     records: Iterable[Record],
     out_dir: str | Path,
@@ -241,90 +352,30 @@ def write_dataset(
     if non_finite not in NON_FINITE_POLICIES:
         raise ValueError(f"non_finite must be one of {list(NON_FINITE_POLICIES)}, got {non_finite!r}")
     out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    (tmp_dir / "images").mkdir(parents=True)
+    tmp_dir = _start_partial(out_dir)
     rows = []
-    ndim = None
+    ndim = None  # spatial dimension of the last image written (None when there are none)
     replaced: dict[str, int] = {}  # image_id -> non-finite voxels replaced
     try:
         for rec in tqdm(records, total=total, desc=f"ingest {out_dir.name}", unit="img"):
-            if rec.label is not None and not 0 <= int(rec.label) < len(class_names):
-                raise ValueError(f"{rec.image_id}: label {rec.label} outside {class_names}")
-            pixels, n_replaced = _finite_image(rec, non_finite)
-            if n_replaced:
-                replaced[rec.image_id] = n_replaced
-            image = _to_sitk(pixels, rec.spacing, rec.origin, rec.direction)
-            ndim = image.GetDimension()
-            image_rel = f"images/{rec.image_id}.nii.gz"
-            sitk.WriteImage(image, str(tmp_dir / image_rel), True)
-            mask_rel = ""
-            if rec.mask is not None:
-                refuse_non_finite_mask(rec.mask, image_id=rec.image_id, source=rec.source)
-                mask_rel = f"masks/{rec.image_id}.nii.gz"
-                (tmp_dir / "masks").mkdir(exist_ok=True)
-                sitk.WriteImage(_label_mask(rec.mask, image), str(tmp_dir / mask_rel), True)
-            roi_rel = ""
-            if rec.roi is not None:
-                refuse_non_finite_mask(rec.roi, image_id=rec.image_id, source=rec.source, what="region of interest")
-                roi_rel = f"rois/{rec.image_id}.nii.gz"
-                (tmp_dir / "rois").mkdir(exist_ok=True)
-                sitk.WriteImage(_label_mask(rec.roi, image), str(tmp_dir / roi_rel), True)
-            rows.append(
-                {
-                    "image_id": rec.image_id,
-                    "patient_id": rec.patient_id,
-                    "label": "" if rec.label is None else int(rec.label),
-                    "source_split": rec.source_split,
-                    "image": image_rel,
-                    "mask": mask_rel,
-                    "source_checksum": rec.source_checksum,
-                    "roi": roi_rel,
-                    **_attribute_columns(rec),
-                }
-            )
-        attributes = sorted({key for row in rows for key in row} - set(MANIFEST_COLUMNS) - {"roi"})
-        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["roi"] + attributes).fillna({a: "" for a in attributes})
-        if not (manifest["roi"] != "").any():
-            manifest = manifest.drop(columns="roi")
-        if manifest["image_id"].duplicated().any():
-            dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
-            raise ValueError(f"duplicate image_id {dup!r}")
+            row, ndim = _write_record(rec, tmp_dir, class_names, non_finite, replaced)
+            rows.append(row)
+        manifest = _manifest(rows)
         manifest.to_csv(tmp_dir / "manifest.tsv", sep="\t", index=False)
-        write_json(
-            tmp_dir / "dataset.json",
-            {
-                "class_names": list(class_names),
-                "spatial_dims": ndim,
-                "modality": modality,
-                "description": description,
-                "n_images": len(manifest),
-                "n_patients": int(manifest["patient_id"].nunique()),
-                "label_counts": {
-                    class_names[int(k)]: int(v)
-                    for k, v in manifest["label"].value_counts().sort_index().items()
-                    if k != ""
-                },
-                **({"channel_names": list(channel_names)} if channel_names else {}),
-                **({"labels": {str(k): v for k, v in sorted(labels.items())}} if labels else {}),
-                **({"source": source} if source else {}),
-                **(
-                    {
-                        "non_finite": {
-                            "policy": non_finite,
-                            "replaced_by": "the image's smallest finite value (per channel; 0 where a channel has none)",
-                            "voxels_replaced": replaced,
-                        }
-                    }
-                    if replaced
-                    else {}
-                ),
-            },
+        dataset_info = _dataset_info(
+            manifest,
+            class_names=class_names,
+            spatial_dims=ndim,
+            modality=modality,
+            description=description,
+            channel_names=channel_names,
+            labels=labels,
+            source=source,
+            non_finite=non_finite,
+            replaced=replaced,
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp_dir.rename(out_dir)
+        write_json(tmp_dir / "dataset.json", dataset_info)
+        _publish(tmp_dir, out_dir)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.layout import read_manifest
@@ -23,6 +22,10 @@ class LeakageError(RuntimeError):
 
 def _stratified_group_folds(frame: pd.DataFrame, k: int, seed: int) -> list[np.ndarray]:
     """Row positions of each of k patient-disjoint, label-stratified folds."""
+    # here, not at the top: scikit-learn takes a second or more to import, and the
+    # check_leakage rule (this module's other stage) does not split
+    from sklearn.model_selection import StratifiedGroupKFold
+
     n_patients = frame["patient_id"].nunique()
     if n_patients < k:
         raise ValueError(f"cannot make {k} patient-level folds from {n_patients} patients")

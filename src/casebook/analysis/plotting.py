@@ -4,16 +4,18 @@ volume is shown at, training curves, sample images and the split."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from casebook.fileio import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:  # only annotations name pandas: the fingerprint figure (casebook.qc) needs none
+    import pandas as pd
 
 DPI = 120
 

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import expit, logit
-from sklearn.metrics import brier_score_loss, roc_auc_score
 
 # --------------------------------------------------------------------------- DeLong
 
@@ -146,7 +145,12 @@ def paired_bootstrap_test(
     2 * min(share of differences <= 0, share >= 0), capped at 1: the smallest level at
     which the percentile interval would exclude 0. Identical scorers give p = 1.
     """
-    statistic = statistic or roc_auc_score
+    if not statistic:
+        # scikit-learn is imported where it is used: the segmentation comparison (bootstrap_ci,
+        # no AUC) should not pay for it
+        from sklearn.metrics import roc_auc_score
+
+        statistic = roc_auc_score
     labels, scores_a, scores_b = np.asarray(labels), np.asarray(scores_a), np.asarray(scores_b)
     members = _group_members(groups)
     rng = np.random.default_rng(seed)
@@ -201,6 +205,8 @@ def calibration(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape[1] < 2 or len(labels) != len(probs) or not len(labels):
         raise ValueError("calibration needs (N, K) probabilities with K >= 2 and N labels, N > 0")
+    from sklearn.metrics import brier_score_loss  # here, not at the top: see paired_bootstrap_test
+
     n_classes = probs.shape[1]
     if n_classes == 2:
         kind, confidence, outcome = "positive-class", probs[:, 1], labels == 1

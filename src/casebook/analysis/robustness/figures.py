@@ -11,7 +11,7 @@ import pandas as pd
 
 # casebook.analysis.plotting selects the headless backend, before any figure is made
 from casebook.analysis.plotting import display_slice, save_figure
-from casebook.analysis.robustness.perturbations import PERTURBATIONS, UNITS
+from casebook.analysis.robustness.severities import PERTURBATIONS, UNITS  # not .perturbations: TorchIO
 
 # a metric at which the model no longer ranks or classifies better than a coin
 CHANCE = {"auc": 0.5, "balanced_accuracy": 0.5}

@@ -43,11 +43,11 @@ from casebook.analysis.robustness.severities import DEFAULT_SEVERITIES, IDENTITY
 
 __all__ = ["DEFAULT_SEVERITIES", "IDENTITY", "MOTION_MOVEMENTS", "PERTURBATIONS", "UNITS", "image_seeds", "merged_severities", "perturb"]
 
-
 # TorchIO's default of 2 movements keeps the unmoved image in the central third of
 # k-space, where most of a smooth image's energy is: 90 degree turns then cost the CXR
 # and CT models only 0.03 and 0.04 AUC (0.06 and 0.20 with 4, whose centre is a fifth).
 MOTION_MOVEMENTS = 4
+
 
 def image_seeds(seed: int, n: int) -> np.ndarray:
     """One seed per image; the first k are the same whatever ``n`` (a prefix stream)."""

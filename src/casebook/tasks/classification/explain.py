@@ -22,6 +22,7 @@ the validation-chosen threshold), except the localisation scores, as said above.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,13 @@ import torch
 from tqdm import tqdm
 
 from casebook.analysis.explainability import explain, sanity_check
-from casebook.analysis.explainability.faithfulness import deletion_insertion, energy_in_mask, pointing_chance, pointing_game, random_reference
+from casebook.analysis.explainability.faithfulness import (
+    deletion_insertion,
+    energy_in_mask,
+    pointing_chance,
+    pointing_game,
+    random_reference,
+)
 from casebook.analysis.explainability.figures import plot_attribution_grid, plot_faithfulness, plot_sanity
 from casebook.engine.runtime import select_device
 from casebook.fileio import json_safe, write_json
@@ -253,6 +260,202 @@ def _sanity_example(masks: np.ndarray | None, n: int) -> int:
     return 0
 
 
+@dataclass
+class _Stage:
+    """What every step of the stage shares: the config (defaults filled in), the trained
+    model with its CAM layer and seed, the cached arrays and the predictions."""
+
+    cfg: dict[str, Any]
+    class_names: list[str]
+    model: torch.nn.Module
+    layer: str
+    seed: int
+    cache: _Cache
+    predictions: pd.DataFrame
+    by_id: pd.DataFrame  # predictions indexed by image id
+    methods: list[str]
+
+    @property
+    def positive(self) -> int:
+        """The positive (last) class, the one the localisation scores explain."""
+        return len(self.class_names) - 1
+
+    def targets(self, ids) -> list[int]:
+        """The class each map explains: predictions.tsv's ``prediction`` of each image."""
+        return self.by_id.loc[ids, "prediction"].astype(int).tolist()
+
+
+@dataclass
+class _Scores:
+    """The scored images (see the module docstring) and everything measured on them."""
+
+    images: pd.DataFrame  # their predictions.tsv rows, sorted by image id
+    x: torch.Tensor
+    targets: list[int]
+    maps: dict[str, np.ndarray]
+    seconds: dict[str, float]
+    curves: dict[str, list[dict[str, Any]]]
+    random: list[dict[str, Any]]
+    masks: np.ndarray | None
+    masked: list[int]  # positions of the images with a non-empty lesion mask
+    local: dict[str, dict[str, list]] | None  # None when no image is masked
+    areas: list[float]  # lesion area fraction of each masked image
+    sanity: dict[str, dict[str, Any]]
+
+
+def _load_stage(model_cfg: dict[str, Any], cfg: dict[str, Any], inputs: dict[str, str], class_names: list[str]) -> _Stage:
+    """Load the rule's inputs: the preprocessed cache, its index, the predictions and the model."""
+    cfg = settings_with_defaults(cfg)
+    images, masks = load_cache(inputs["images"], inputs["masks"])
+    index = pd.read_csv(inputs["index"], sep="\t", dtype={"image_id": str, "patient_id": str})
+    predictions = pd.read_csv(inputs["predictions"], sep="\t", dtype={"image_id": str, "patient_id": str})
+    device = select_device(model_cfg.get("device", "auto"))
+    n_classes = len(class_names)
+    model = load_model(
+        inputs["model"],
+        model_cfg["network"],
+        spatial_dims=images.ndim - 2,
+        in_channels=images.shape[1],
+        num_classes=n_classes,
+        device=device,
+    )
+    return _Stage(
+        cfg=cfg,
+        class_names=class_names,
+        model=model,
+        layer=cam_layer(model_cfg["network"]),
+        seed=int(model_cfg.get("seed", 0)),
+        cache=_Cache(images, masks, index, device),
+        predictions=predictions,
+        by_id=predictions.set_index("image_id"),
+        methods=list(cfg["methods"]),
+    )
+
+
+def _localise(stage: _Stage, x: torch.Tensor, targets: list[int], maps: dict[str, np.ndarray], masks: np.ndarray | None):
+    """The positions of the images with a lesion, their localisation scores (of maps that
+    explain the positive class) and lesion area fractions; ``[], None, []`` without any."""
+    masked = [] if masks is None else [i for i in range(len(x)) if masks[i].any()]
+    if not masked:
+        return masked, None, []
+    masked_maps = positive_class_maps(
+        stage.model,
+        x[masked],
+        [targets[i] for i in masked],
+        {n: m[masked] for n, m in maps.items()},
+        stage.positive,
+        stage.cfg,
+        stage.layer,
+        stage.seed,
+    )
+    local = localisation_scores(masked_maps, masks[masked], float(stage.cfg["pointing_tolerance"]))
+    areas = [float(masks[i].astype(bool).mean()) for i in masked]
+    return masked, local, areas
+
+
+def _score(stage: _Stage) -> _Scores:
+    """Time every method on the scored images and score it: faithfulness, localisation, sanity."""
+    cfg, model, layer, seed = stage.cfg, stage.model, stage.layer, stage.seed
+    scored = pick_scored(stage.predictions, cfg["max_images"], seed)
+    x = stage.cache.tensor(scored["image_id"])
+    targets = stage.targets(scored["image_id"])
+    maps, seconds = timed_maps(model, x, targets, stage.methods, cfg, layer, seed)
+    curves, random = faithfulness_scores(model, x, targets, maps, int(cfg["deletion_steps"]), seed)
+    masks = stage.cache.mask_arrays(scored["image_id"])
+    masked, local, areas = _localise(stage, x, targets, maps, masks)
+    sanity = sanity_scores(model, x, targets, maps, cfg, layer, seed)
+    return _Scores(scored, x, targets, maps, seconds, curves, random, masks, masked, local, areas, sanity)
+
+
+def _summary(stage: _Stage, scores: _Scores) -> dict[str, Any]:
+    """explain.json's content, JSON-safe (key order is the file's)."""
+    cfg, s = stage.cfg, scores
+    masked_ids = [s.images["image_id"][i] for i in s.masked]
+    summary = {
+        "layer": stage.layer,
+        "target_class": stage.class_names[stage.positive],
+        "n_images": len(s.images),
+        "n_mask_images": len(s.masked),
+        "n_sanity_images": len(next(iter(s.sanity.values()))["spearman"]),
+        "method_order": stage.methods,
+        "deletion_steps": int(cfg["deletion_steps"]),
+        "baseline": BASELINE,
+        "pointing_tolerance": cfg["pointing_tolerance"],
+        # what a map whose maximum falls anywhere at random would score in the pointing game
+        "pointing_game_chance": _mean(pointing_chance(s.masks[i], float(cfg["pointing_tolerance"])) for i in s.masked)
+        if s.masked
+        else None,
+        "sanity_randomization": cfg["sanity"]["randomization"],
+        "sanity_pass_below": float(cfg["sanity"]["pass_below"]),
+        "methods": {
+            name: method_summary(
+                s.seconds[name], s.curves[name], s.random, None if s.local is None else s.local[name], _mean(s.areas), s.sanity[name]
+            )
+            for name in stage.methods
+        },
+        "per_image": per_image_rows(s.images, s.targets, s.curves, s.random, masked_ids, s.local, s.areas, s.sanity),
+    }
+    return json_safe(summary)
+
+
+def _grid_figure(stage: _Stage, title: str, path: str) -> None:
+    """The attribution grid: every method's maps of the shown images (:func:`pick_examples`),
+    each explaining its predicted class."""
+    cfg, cache, seed = stage.cfg, stage.cache, stage.seed
+    shown = pick_examples(stage.predictions, int(cfg["images_per_class"]), seed)
+    shown_targets = stage.targets(shown["image_id"])
+    shown_x = cache.tensor(shown["image_id"])
+    shown_maps = {
+        name: explain(name, stage.model, shown_x, shown_targets, method_settings(name, cfg, seed), stage.layer, ATTRIBUTION_BATCH)
+        for name in tqdm(stage.methods, desc="attribution maps (shown images)")
+    }
+    probs = stage.by_id.loc[shown["image_id"], [f"prob_{k}" for k in range(len(stage.class_names))]].to_numpy()
+    table = pd.DataFrame(
+        {
+            "image_id": shown["image_id"],
+            "label": shown["label"],
+            "target": shown_targets,
+            "prob": probs[np.arange(len(shown)), shown_targets],
+        }
+    )
+    plot_attribution_grid(
+        cache.arrays(shown["image_id"]),
+        shown_maps,
+        cache.mask_arrays(shown["image_id"]),
+        table,
+        stage.class_names,
+        f"{title}: attribution maps of the predicted class",
+        path,
+    )
+
+
+def _faithfulness_figure(stage: _Stage, scores: _Scores, title: str, path: str) -> None:
+    """Each method's mean deletion and insertion curves against the random order's."""
+    reference = mean_curves(scores.random)
+    plot_faithfulness(
+        {**{name: mean_curves(scores.curves[name]) for name in stage.methods}, "random": reference},
+        f"{title}: deletion and insertion, mean of {len(scores.images)} test images",
+        path,
+    )
+
+
+def _sanity_figure(stage: _Stage, scores: _Scores, n_sanity: int, title: str, path: str) -> None:
+    """Trained against randomized-model maps of one checked image (:func:`_sanity_example`),
+    with every method's rank correlation over the ``n_sanity`` checked images."""
+    methods, sanity, masks, cfg = stage.methods, scores.sanity, scores.masks, stage.cfg
+    example = _sanity_example(masks, n_sanity)
+    plot_sanity(
+        stage.cache.arrays(scores.images["image_id"][example : example + 1])[0],
+        None if masks is None else masks[example],
+        {name: sanity[name]["trained_maps"][example] for name in methods},
+        {name: sanity[name]["randomized_maps"][example] for name in methods},
+        {name: (sanity[name]["spearman_mean"], sanity[name]["spearman_sd"]) for name in methods},
+        float(cfg["sanity"]["pass_below"]),
+        f"{title}: model-randomization sanity check ({cfg['sanity']['randomization']}), {n_sanity} test images",
+        path,
+    )
+
+
 def explain_stage(
     model_cfg: dict[str, Any],
     cfg: dict[str, Any],
@@ -264,101 +467,13 @@ def explain_stage(
 ) -> dict[str, Any]:
     """The explain rule (see the module docstring): writes outputs ``grid``,
     ``faithfulness``, ``sanity`` (PNG) and ``summary`` (explain.json); returns the summary."""
-    cfg = settings_with_defaults(cfg)
-    images, masks = load_cache(inputs["images"], inputs["masks"])
-    index = pd.read_csv(inputs["index"], sep="\t", dtype={"image_id": str, "patient_id": str})
-    predictions = pd.read_csv(inputs["predictions"], sep="\t", dtype={"image_id": str, "patient_id": str})
-    device = select_device(model_cfg.get("device", "auto"))
-    n_classes = len(class_names)
-    positive = n_classes - 1
-    model = load_model(
-        inputs["model"], model_cfg["network"], spatial_dims=images.ndim - 2, in_channels=images.shape[1], num_classes=n_classes, device=device
-    )
-    layer = cam_layer(model_cfg["network"])
-    seed = int(model_cfg.get("seed", 0))
-    cache = _Cache(images, masks, index, device)
-    by_id = predictions.set_index("image_id")
-    methods = list(cfg["methods"])
-
-    # scored images: timing, faithfulness, localisation, sanity
-    scored = pick_scored(predictions, cfg["max_images"], seed)
-    x = cache.tensor(scored["image_id"])
-    targets = by_id.loc[scored["image_id"], "prediction"].astype(int).tolist()
-    maps, seconds = timed_maps(model, x, targets, methods, cfg, layer, seed)
-    curves, random = faithfulness_scores(model, x, targets, maps, int(cfg["deletion_steps"]), seed)
-
-    scored_masks = cache.mask_arrays(scored["image_id"])
-    masked = [] if scored_masks is None else [i for i in range(len(scored)) if scored_masks[i].any()]
-    local, areas = None, []
-    if masked:
-        masked_maps = positive_class_maps(
-            model, x[masked], [targets[i] for i in masked], {n: m[masked] for n, m in maps.items()}, positive, cfg, layer, seed
-        )
-        local = localisation_scores(masked_maps, scored_masks[masked], float(cfg["pointing_tolerance"]))
-        areas = [float(scored_masks[i].astype(bool).mean()) for i in masked]
-    sanity = sanity_scores(model, x, targets, maps, cfg, layer, seed)
-
-    masked_ids = [scored["image_id"][i] for i in masked]
-    summary = {
-        "layer": layer,
-        "target_class": class_names[positive],
-        "n_images": len(scored),
-        "n_mask_images": len(masked),
-        "n_sanity_images": len(next(iter(sanity.values()))["spearman"]),
-        "method_order": methods,
-        "deletion_steps": int(cfg["deletion_steps"]),
-        "baseline": BASELINE,
-        "pointing_tolerance": cfg["pointing_tolerance"],
-        # what a map whose maximum falls anywhere at random would score in the pointing game
-        "pointing_game_chance": _mean(pointing_chance(scored_masks[i], float(cfg["pointing_tolerance"])) for i in masked) if masked else None,
-        "sanity_randomization": cfg["sanity"]["randomization"],
-        "sanity_pass_below": float(cfg["sanity"]["pass_below"]),
-        "methods": {
-            name: method_summary(seconds[name], curves[name], random, None if local is None else local[name], _mean(areas), sanity[name])
-            for name in methods
-        },
-        "per_image": per_image_rows(scored, targets, curves, random, masked_ids, local, areas, sanity),
-    }
-    summary = json_safe(summary)
+    stage = _load_stage(model_cfg, cfg, inputs, class_names)
+    scores = _score(stage)
+    summary = _summary(stage, scores)
     write_json(outputs["summary"], summary)
-
-    # figures
-    shown = pick_examples(predictions, int(cfg["images_per_class"]), seed)
-    shown_targets = by_id.loc[shown["image_id"], "prediction"].astype(int).tolist()
-    shown_x = cache.tensor(shown["image_id"])
-    shown_maps = {
-        name: explain(name, model, shown_x, shown_targets, method_settings(name, cfg, seed), layer, ATTRIBUTION_BATCH)
-        for name in tqdm(methods, desc="attribution maps (shown images)")
-    }
-    probs = by_id.loc[shown["image_id"], [f"prob_{k}" for k in range(n_classes)]].to_numpy()
-    table = pd.DataFrame(
-        {"image_id": shown["image_id"], "label": shown["label"], "target": shown_targets, "prob": probs[np.arange(len(shown)), shown_targets]}
-    )
-    plot_attribution_grid(
-        cache.arrays(shown["image_id"]),
-        shown_maps,
-        cache.mask_arrays(shown["image_id"]),
-        table,
-        class_names,
-        f"{title}: attribution maps of the predicted class",
-        outputs["grid"],
-    )
-    reference = mean_curves(random)
-    plot_faithfulness(
-        {**{name: mean_curves(curves[name]) for name in methods}, "random": reference},
-        f"{title}: deletion and insertion, mean of {len(scored)} test images",
-        outputs["faithfulness"],
-    )
-    n_sanity = summary["n_sanity_images"]
-    example = _sanity_example(scored_masks, n_sanity)
-    plot_sanity(
-        cache.arrays(scored["image_id"][example : example + 1])[0],
-        None if scored_masks is None else scored_masks[example],
-        {name: sanity[name]["trained_maps"][example] for name in methods},
-        {name: sanity[name]["randomized_maps"][example] for name in methods},
-        {name: (sanity[name]["spearman_mean"], sanity[name]["spearman_sd"]) for name in methods},
-        float(cfg["sanity"]["pass_below"]),
-        f"{title}: model-randomization sanity check ({cfg['sanity']['randomization']}), {n_sanity} test images",
-        outputs["sanity"],
-    )
+    # the figures only read what was scored (and the shown images' own maps), so they
+    # come after explain.json, in the order they have always been written
+    _grid_figure(stage, title, outputs["grid"])
+    _faithfulness_figure(stage, scores, title, outputs["faithfulness"])
+    _sanity_figure(stage, scores, summary["n_sanity_images"], title, outputs["sanity"])
     return summary

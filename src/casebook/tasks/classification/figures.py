@@ -9,8 +9,6 @@ from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
-from sklearn.metrics import confusion_matrix, roc_curve
 
 from casebook.analysis.plotting import save_figure
 from casebook.fileio import atomic_path
@@ -18,6 +16,10 @@ from casebook.fileio import atomic_path
 
 def plot_roc(predictions: pd.DataFrame, metrics: dict[str, Any], title: str, path: str | Path) -> None:
     """ROC curve of the test set, with the AUC and its CI, and the operating point."""
+    # scikit-learn and seaborn (seconds to import) are imported by the two figures of the
+    # evaluate rule that use them, not by the module: the summarize rule needs neither
+    from sklearn.metrics import roc_curve
+
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     auc = f"AUC {metrics['auc']:.3f} ({metrics['auc_ci_low']:.3f}-{metrics['auc_ci_high']:.3f})"
     n_classes = sum(c.startswith("prob_") for c in predictions.columns)
@@ -38,6 +40,9 @@ def plot_roc(predictions: pd.DataFrame, metrics: dict[str, Any], title: str, pat
 
 
 def plot_confusion(predictions: pd.DataFrame, threshold: float, class_names: Sequence[str], title: str, path) -> None:
+    import seaborn as sns  # here, not at the top: see plot_roc
+    from sklearn.metrics import confusion_matrix
+
     probs = predictions[[f"prob_{k}" for k in range(len(class_names))]].to_numpy()
     pred = (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 else probs.argmax(1)
     cm = confusion_matrix(predictions["label"], pred, labels=list(range(len(class_names))))

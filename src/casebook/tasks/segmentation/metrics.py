@@ -20,19 +20,16 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from monai.metrics import (
-    compute_dice,
-    compute_hausdorff_distance,
-    compute_iou,
-    compute_surface_dice,
-)
 from scipy import stats
 
 from casebook.analysis.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    import torch
 
 Regions = dict[str, list[int]]
 
@@ -69,6 +66,8 @@ def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
 
 def _as_batch(mask: np.ndarray) -> torch.Tensor:
     # MONAI metrics take batch-first, channel-first tensors: (B=1, C=1, z, y, x).
+    import torch  # here, not at the top: the comparison of models (summarize_seg) needs no torch
+
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
 
 
@@ -86,6 +85,15 @@ def mask_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], 
     ``include_background=True``: the distance metrics default to False and would
     otherwise drop the only channel.
     """
+    # here, not at the top: MONAI and torch take seconds to import, and the comparison of
+    # models (summarize_seg) and the figures use this module without them
+    from monai.metrics import (
+        compute_dice,
+        compute_hausdorff_distance,
+        compute_iou,
+        compute_surface_dice,
+    )
+
     truth_empty, pred_empty = not truth.any(), not pred.any()
     if truth_empty or pred_empty:
         # MONAI returns NaN or inf here and warns; the field's conventions are explicit.

@@ -169,7 +169,7 @@ def robustness_seg_stage(
     wildcards: dict[str, str] | None = None,
     regions: Regions | None = None,
 ) -> dict[str, Any]:
-    """The robustness_seg rule: sweep the (capped) test cases, write the table
+    """The robustness rule of a segmentation case study: sweep the (capped) test cases, write the table
     (``outputs["table"]``), the summary (``summary``), the curves (``curves``) and the
     perturbation examples (``examples``). Returns the summary.
 

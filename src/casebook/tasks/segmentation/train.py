@@ -23,7 +23,9 @@ import torch
 import torchio as tio
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
+from monai.metrics.utils import do_metric_reduction
 from monai.networks.utils import one_hot
+from monai.utils import MetricReduction
 from torch.utils.data import DataLoader
 
 from casebook import provenance
@@ -118,17 +120,21 @@ def train_epoch(model, loader, optimizer, loss_fn, device, amp: bool) -> float:
 
 
 def validate(model, cases_dir: Path, case_ids: list[str], patch: list[int], n_classes: int, loss_fn, cfg: dict[str, Any], amp: bool) -> tuple[float, float]:
-    """Mean loss and mean foreground Dice over whole validation cases (sliding window)."""
+    """Mean loss and mean foreground Dice over whole validation cases (sliding window).
+
+    The per-case scores are reduced here, not by ``DiceMetric.aggregate``: under data
+    parallel only rank 0 validates, and MONAI's aggregate would wait for the other ranks
+    to gather their (absent) buffers."""
     dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-    losses = []
+    losses, scores = [], []
     for case_id in case_ids:
         image = torch.from_numpy(np.load(cases_dir / f"{case_id}.npy"))[None]
         label = torch.from_numpy(np.load(cases_dir / f"{case_id}_label.npy").astype(np.int64))[None, None]
         logits = predict_logits(model, image, patch, overlap=cfg.get("sw_overlap", 0.5), sw_batch_size=cfg.get("sw_batch_size", 2), amp=amp).cpu()
         losses.append(float(loss_fn(logits, label)))
         pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
-        dice(pred, one_hot(label, n_classes))
-    per_class = dice.aggregate()
+        scores.append(dice(pred, one_hot(label, n_classes)))
+    per_class, _ = do_metric_reduction(torch.cat(scores), MetricReduction.MEAN_BATCH)
     return float(np.mean(losses)), float(torch.nanmean(per_class))
 
 
