@@ -57,8 +57,9 @@ from casebook.synthetic.brain_mri import (
     _random_rotation_small,
     _soft,
 )
-from casebook.synthetic.nodule_ct import HU_MAX, HU_MIN, _correlated_noise, _sigmoid, _uniform
+from casebook.synthetic.nodule_ct import HU_MAX, HU_MIN
 from casebook.synthetic.patients import checked_fraction, checked_geometry, subject_volumes
+from casebook.synthetic.primitives import correlated_noise, sigmoid, uniform
 
 #: Channel names (one CT channel).
 CHANNEL_NAMES = ["CT"]
@@ -127,8 +128,8 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     yc = ys + rv + 9.0  # spinal canal
     canal = _ellipse2d(x2, y2, 0.0, yc, 8.0, 7.0, edge)
     arch = _ellipse2d(x2, y2, 0.0, yc, 14.0, 13.0, edge)
-    spinous = _sigmoid((4.0 - np.abs(x2)) / edge) * _sigmoid((12.0 - np.abs(y2 - yc - 24.0)) / edge)
-    transverse = _sigmoid((36.0 - np.abs(x2)) / edge) * _sigmoid((4.0 - np.abs(y2 - ys - rv - 2.0)) / edge)
+    spinous = sigmoid((4.0 - np.abs(x2)) / edge) * sigmoid((12.0 - np.abs(y2 - yc - 24.0)) / edge)
+    transverse = sigmoid((36.0 - np.abs(x2)) / edge) * sigmoid((4.0 - np.abs(y2 - ys - rv - 2.0)) / edge)
     posterior = np.maximum(np.maximum(arch, spinous), transverse) * (1.0 - canal)
     paraspinal = np.maximum(
         _ellipse2d(x2, y2, -(rv + 18.0), yc + 14.0, 21.0, 24.0, edge), _ellipse2d(x2, y2, rv + 18.0, yc + 14.0, 21.0, 24.0, edge)
@@ -207,8 +208,8 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     lungs = lungs * free * (1.0 - liver) * (1.0 - spleen) * (1.0 - stomach)
     # bowel loops in mesenteric fat, with pockets of gas
     loops = _position_field(points, rng, 8, (35.0, 70.0))
-    bowel = _sigmoid((loops - 0.5) / 0.15) * free * (1.0 - perirenal)
-    gas = _sigmoid((_position_field(points, rng, 8, (25.0, 50.0)) - 1.7) / 0.1) * bowel
+    bowel = sigmoid((loops - 0.5) / 0.15) * free * (1.0 - perirenal)
+    gas = sigmoid((_position_field(points, rng, 8, (25.0, 50.0)) - 1.7) / 0.1) * bowel
 
     # ---- lesions, placed on the thick-slice organ masks
     liver_mask = _thick(liver, nz) >= 0.5
@@ -220,7 +221,7 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
         n_liver = 0
     depth = ndimage.distance_transform_edt(liver_mask, sampling=spacing_zyx) if n_liver else None
     for _ in range(n_liver):
-        radius = _uniform(rng, knobs["liver_lesion_diameter_mm"]) / 2.0
+        radius = uniform(rng, knobs["liver_lesion_diameter_mm"]) / 2.0
         idx = _pick_voxel(depth > min(0.6 * radius + 2.0, 0.8 * depth.max()), rng)
         if idx is None:
             continue
@@ -232,7 +233,7 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     kidney_lesion = np.zeros_like(kidneys)
     cyst = bool(rng.uniform() < 0.5)
     if rng.uniform() < knobs["kidney_lesion_fraction"] and kidney_mask.any():
-        radius = _uniform(rng, knobs["kidney_lesion_diameter_mm"]) / 2.0
+        radius = uniform(rng, knobs["kidney_lesion_diameter_mm"]) / 2.0
         # one kidney (its voxels on one side of the midline), the lesion may bulge out of it
         side = -1.0 if rng.uniform() < 0.5 else 1.0
         on_side = kidney_mask & (side * points[0, :: _SUBSLICES] > 0)
@@ -262,7 +263,7 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     paint(stomach, rng.uniform(10.0, 25.0))
     # the patient lies supine: gas floats anteriorly (towards -y) on the gastric fluid
     level = stomach_centre[1] - stomach_semi[1] * rng.uniform(0.2, 0.7)
-    gas_cap = stomach * _sigmoid((level - points[1]) / 2.0)
+    gas_cap = stomach * sigmoid((level - points[1]) / 2.0)
     paint(gas_cap, -950.0)
     liver_hu = rng.uniform(55.0, 70.0)
     paint(liver, liver_hu)
@@ -272,7 +273,7 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     paint(vessels * body, rng.uniform(35.0, 45.0))
     # vertebrae: cortical shell, cancellous bone, discs every ~30 mm, posterior elements
     period, phase = rng.uniform(28.0, 34.0), rng.uniform(0.0, 34.0)
-    disc = _sigmoid((4.0 - np.abs(((z + phase) % period) - period / 2.0)) / 1.0)
+    disc = sigmoid((4.0 - np.abs(((z + phase) % period) - period / 2.0)) / 1.0)
     bone_hu = rng.uniform(400.0, 600.0)
     paint(vertebra * (1.0 - disc), bone_hu + 350.0)
     paint(cancellous * (1.0 - disc), bone_hu)
@@ -280,11 +281,11 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     paint(posterior, bone_hu + 250.0)
     paint(canal, 15.0)
     for occ in liver_lesion_occs:
-        paint(occ * liver, liver_hu - _uniform(rng, (30.0, 50.0)))  # hypodense: 5-40 HU
-    paint(kidney_lesion, _uniform(rng, (0.0, 15.0) if cyst else (32.0, 45.0)))
+        paint(occ * liver, liver_hu - uniform(rng, (30.0, 50.0)))  # hypodense: 5-40 HU
+    paint(kidney_lesion, uniform(rng, (0.0, 15.0) if cyst else (32.0, 45.0)))
 
     hu = _thick(hu, nz)
-    hu = hu + _correlated_noise(hu.shape, _uniform(rng, knobs["noise_hu"]), rng)
+    hu = hu + correlated_noise(hu.shape, uniform(rng, knobs["noise_hu"]), rng)
     image = np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
 
     label = np.zeros(hu.shape, dtype=np.uint8)

@@ -47,8 +47,8 @@ import numpy as np
 from scipy import ndimage
 
 from casebook.layout import Record
-from casebook.synthetic.nodule_ct import _random_rotation, _random_unit_vectors, _sigmoid, _uniform
 from casebook.synthetic.patients import checked_fraction, checked_geometry, subject_volumes
+from casebook.synthetic.primitives import random_rotation, random_unit_vectors, sigmoid, uniform
 
 #: Sequence (channel) names, in channel order.
 CHANNEL_NAMES = ["T1", "T1c", "T2", "FLAIR"]
@@ -124,7 +124,7 @@ def _ellipsoid(points: np.ndarray, centre, axes, rotation: np.ndarray | None = N
 def _direction_field(unit: np.ndarray, rng: np.random.Generator, count: int, frequency: float) -> np.ndarray:
     """A smooth random function of direction (about unit variance): lobes of a surface."""
     field = np.zeros(unit.shape[1:], dtype=np.float32)
-    for d, phase in zip(_random_unit_vectors(count, rng), rng.uniform(0.0, 2.0 * np.pi, count)):
+    for d, phase in zip(random_unit_vectors(count, rng), rng.uniform(0.0, 2.0 * np.pi, count)):
         field += np.cos(np.float32(np.pi * frequency) * _dot(d, unit) + np.float32(phase))
     return field * np.float32(np.sqrt(2.0 / count))
 
@@ -132,15 +132,15 @@ def _direction_field(unit: np.ndarray, rng: np.random.Generator, count: int, fre
 def _position_field(points: np.ndarray, rng: np.random.Generator, count: int, wavelength_mm: Range) -> np.ndarray:
     """A smooth random function of position (about unit variance): a sum of plane waves."""
     field = np.zeros(points.shape[1:], dtype=np.float32)
-    for d in _random_unit_vectors(count, rng):
-        k = 2.0 * np.pi / _uniform(rng, wavelength_mm)
+    for d in random_unit_vectors(count, rng):
+        k = 2.0 * np.pi / uniform(rng, wavelength_mm)
         field += np.cos(_dot(k * d, points) + np.float32(rng.uniform(0.0, 2.0 * np.pi)))
     return field * np.float32(np.sqrt(2.0 / count))
 
 
 def _soft(rho: np.ndarray, surface, radius_mm: float, edge_mm: float) -> np.ndarray:
     """Occupancy in [0, 1] of the inside of ``rho < surface``, with an edge ``edge_mm`` wide."""
-    return _sigmoid((surface - rho) * (radius_mm / edge_mm)).astype(np.float32)
+    return sigmoid((surface - rho) * (radius_mm / edge_mm)).astype(np.float32)
 
 
 def _pick_voxel(candidates: np.ndarray, rng: np.random.Generator) -> tuple[int, ...] | None:
@@ -165,7 +165,7 @@ def _tumour(
     edge_vox = float(np.sqrt(np.sum(np.square(spacing_zyx))))  # a voxel's diagonal, mm
     inside = ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
     side = 1.0 if rng.uniform() < 0.5 else -1.0  # +1: the patient's left hemisphere
-    radius = _uniform(rng, knobs["core_radius_mm"]) * scale
+    radius = uniform(rng, knobs["core_radius_mm"]) * scale
     elong = rng.uniform(0.85, 1.2, size=3)
     lobulation = rng.uniform(0.1, 0.25)
     reach = radius * float(elong.max()) * (1.0 + 1.5 * lobulation)  # farthest core point, mm
@@ -181,7 +181,7 @@ def _tumour(
         return None
     centre = points[(slice(None), *centre_idx)] + rng.uniform(-0.5, 0.5, 3).astype(np.float32) * spacing_zyx[::-1]
 
-    rotation = _random_rotation(rng)
+    rotation = random_rotation(rng)
     rho, unit = _ellipsoid(points, centre, radius * elong, rotation)
     surface = 1.0 + lobulation * _direction_field(unit, rng, int(rng.integers(4, 8)), 2.0)
     core = (rho < surface) & brain
@@ -189,15 +189,15 @@ def _tumour(
         core[centre_idx] = True
 
     # necrotic core: what lies deeper than an irregular rim thickness; never touches the outside
-    rim_mm = _uniform(rng, knobs["rim_mm"]) * max(scale, 0.5)
+    rim_mm = uniform(rng, knobs["rim_mm"]) * max(scale, 0.5)
     depth = ndimage.distance_transform_edt(core, sampling=spacing_zyx)
     rim = rim_mm * (1.0 + 0.35 * _direction_field(unit, rng, 5, 2.0))
     necrosis = (depth > rim) & ndimage.binary_erosion(core, structure=np.ones((3, 3, 3), bool))
     enhancing = core & ~necrosis
 
     # edema: an irregular, lobed region around the core, spreading along the white matter
-    margin = _uniform(rng, knobs["edema_margin_mm"]) * scale
-    e_rho, e_unit = _ellipsoid(points, centre, (radius + margin) * rng.uniform(0.8, 1.25, size=3), _random_rotation(rng))
+    margin = uniform(rng, knobs["edema_margin_mm"]) * scale
+    e_rho, e_unit = _ellipsoid(points, centre, (radius + margin) * rng.uniform(0.8, 1.25, size=3), random_rotation(rng))
     e_surface = 1.0 + rng.uniform(0.25, 0.4) * _direction_field(e_unit, rng, int(rng.integers(5, 9)), 2.5)
     ring = ndimage.binary_dilation(core, structure=np.ones((3, 3, 3), bool))
     edema = (((e_rho < e_surface) & (wm_occ > 0.3)) | ring) & brain & ~core
@@ -253,8 +253,8 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     ventricles = np.maximum(ventricles, _soft(third, 1.0, 4.0 * s, edge)) * wm_occ
     # interhemispheric fissure: a CSF sheet above the corpus callosum and at both poles
     rel = points - centre.reshape(3, 1, 1, 1).astype(np.float32)
-    sheet = _sigmoid((1.2 * s + 0.3 * edge - np.abs(rel[0])) / (0.5 * edge))
-    above = np.maximum(_sigmoid((rel[2] - 22.0 * s) / edge), _sigmoid((np.abs(rel[1]) - 50.0 * s) / edge))
+    sheet = sigmoid((1.2 * s + 0.3 * edge - np.abs(rel[0])) / (0.5 * edge))
+    above = np.maximum(sigmoid((rel[2] - 22.0 * s) / edge), sigmoid((np.abs(rel[1]) - 50.0 * s) / edge))
     fissure = (sheet * above).astype(np.float32) * brain_occ
 
     brain = brain_occ >= 0.5
@@ -296,9 +296,9 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
 
     # per-sequence gain, smooth multiplicative bias field, Rician noise
     for c in range(4):
-        bias = np.exp(_uniform(rng, knobs["bias"]) * _position_field(points, rng, 4, (250.0 * scale + 1.0, 500.0 * scale + 2.0)))
+        bias = np.exp(uniform(rng, knobs["bias"]) * _position_field(points, rng, 4, (250.0 * scale + 1.0, 500.0 * scale + 2.0)))
         gain = rng.uniform(600.0, 1400.0)
-        sigma = _uniform(rng, knobs["noise"]) * gain
+        sigma = uniform(rng, knobs["noise"]) * gain
         signal = image[c] * bias * gain
         real = signal + sigma * rng.standard_normal(signal.shape).astype(np.float32)
         imag = sigma * rng.standard_normal(signal.shape).astype(np.float32)

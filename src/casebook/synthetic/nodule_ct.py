@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from casebook.layout import Record
 from casebook.synthetic.patients import assign_patient_labels, images_for_patient, synthetic_record
+from casebook.synthetic.primitives import correlated_noise, random_rotation, random_unit_vectors, sigmoid, uniform
 
 CLASS_NAMES = ["benign", "malignant"]
 
@@ -35,28 +36,6 @@ Range = tuple[float, float]
 _SUBSLICES = 3
 #: Width (mm) of the soft edge every structure is rendered with (scanner point spread).
 _EDGE_MM = 0.35
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _uniform(rng: np.random.Generator, bounds: Range) -> float:
-    return float(rng.uniform(bounds[0], bounds[1]))
-
-
-def _random_unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
-    vec = rng.standard_normal((n, 3))
-    return vec / np.linalg.norm(vec, axis=1, keepdims=True)
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random 3x3 rotation matrix (QR of a Gaussian matrix, sign-fixed)."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def _physical_grid(shape: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> np.ndarray:
@@ -86,14 +65,14 @@ def _vessels(points: np.ndarray, extent: np.ndarray, rng: np.random.Generator, c
     """Occupancy and HU of ``count`` vessels: gently bent tubes crossing the patch."""
     out = []
     for _ in range(count):
-        direction = _random_unit_vectors(1, rng)[0]
+        direction = random_unit_vectors(1, rng)[0]
         through = rng.uniform(-0.5, 0.5, size=3) * extent  # a point the vessel passes
         half = np.linalg.norm(extent)  # long enough to cross the whole patch
-        bend = _random_unit_vectors(1, rng)[0] * rng.uniform(0.0, 4.0)
+        bend = random_unit_vectors(1, rng)[0] * rng.uniform(0.0, 4.0)
         knots = [through - half * direction, through + bend, through + half * direction]
         radius = rng.uniform(0.5, 1.8)
         dist = np.minimum(_segment_distance(points, knots[0], knots[1]), _segment_distance(points, knots[1], knots[2]))
-        out.append((_sigmoid((radius - dist) / _EDGE_MM), rng.uniform(-100.0, 50.0)))
+        out.append((sigmoid((radius - dist) / _EDGE_MM), rng.uniform(-100.0, 50.0)))
     return out
 
 
@@ -118,30 +97,30 @@ def _nodule_radius_field(
 def _spicules(local: np.ndarray, radius_mm: float, rng: np.random.Generator, count: int, length: Range) -> np.ndarray:
     """Occupancy of ``count`` radial spikes: thin tapering cones leaving the surface."""
     occ = np.zeros(local.shape[1:])
-    for d in _random_unit_vectors(count, rng):
-        spike_len = _uniform(rng, length)
+    for d in random_unit_vectors(count, rng):
+        spike_len = uniform(rng, length)
         t = np.tensordot(d, local, axes=1)  # distance along the spike
         perp = np.sqrt(np.maximum((local**2).sum(axis=0) - t**2, 0.0))
         frac = np.clip((t - 0.6 * radius_mm) / (0.4 * radius_mm + spike_len), 0.0, 1.0)
         width = rng.uniform(0.8, 1.4) * (1.0 - frac) + 0.2  # tapers to a thin tip
         inside = (t > 0.0) & (t < radius_mm + spike_len)
-        occ = np.maximum(occ, inside * _sigmoid((width - perp) / _EDGE_MM))
+        occ = np.maximum(occ, inside * sigmoid((width - perp) / _EDGE_MM))
     return occ
 
 
 def _draw_nodule(points: np.ndarray, label: int, style: dict, rng: np.random.Generator, knobs: dict):
     """HU contribution and occupancy of one nodule; returns (occupancy, hu_map, mask_occupancy)."""
-    diameter = _uniform(rng, knobs["malignant_diameter_mm" if label else "benign_diameter_mm"])
+    diameter = uniform(rng, knobs["malignant_diameter_mm" if label else "benign_diameter_mm"])
     radius = diameter / 2.0
     centre = rng.uniform(-2.0, 2.0, size=3)
-    rotation = _random_rotation(rng)
+    rotation = random_rotation(rng)
     local = np.tensordot(rotation.T, points - centre.reshape(3, 1, 1, 1), axes=1)
     elong = rng.uniform(1.0, 1.35 if label else 1.25, size=3)
     axes_mm = radius * elong / np.cbrt(np.prod(elong))  # same volume as the sphere
     subtle = label == 1 and rng.uniform() < knobs["subtle_fraction"]
 
     if label == 1:
-        lobulation = _uniform(rng, knobs["lobulation"]) * (0.35 if subtle else 1.0)
+        lobulation = uniform(rng, knobs["lobulation"]) * (0.35 if subtle else 1.0)
         n_spikes = int(rng.integers(*knobs["spicule_count"], endpoint=True))
         if subtle or rng.uniform() < style["lobulated_only"]:
             n_spikes = int(rng.integers(0, 3))  # few or no spikes: irregular by lobulation alone
@@ -150,9 +129,9 @@ def _draw_nodule(points: np.ndarray, label: int, style: dict, rng: np.random.Gen
         n_spikes = 0
     n_lobes = int(rng.integers(3, 7))
     rho, surface = _nodule_radius_field(
-        local, axes_mm, lobulation, _random_unit_vectors(n_lobes, rng), rng.uniform(0, 2 * np.pi, n_lobes)
+        local, axes_mm, lobulation, random_unit_vectors(n_lobes, rng), rng.uniform(0, 2 * np.pi, n_lobes)
     )
-    body = _sigmoid((surface - rho) * radius / _EDGE_MM)
+    body = sigmoid((surface - rho) * radius / _EDGE_MM)
     if n_spikes:
         length = knobs["spicule_length_mm"]
         if subtle:
@@ -167,21 +146,15 @@ def _draw_nodule(points: np.ndarray, label: int, style: dict, rng: np.random.Gen
         core = rng.uniform(0.3, 0.65) * radius
         offset = rng.uniform(-0.2, 0.2, size=3) * radius
         dist = np.sqrt(((local - offset.reshape(3, 1, 1, 1)) ** 2).sum(axis=0))
-        calc = _sigmoid((core - dist) / _EDGE_MM) * body
+        calc = sigmoid((core - dist) / _EDGE_MM) * body
         hu = hu + calc * (rng.uniform(250.0, 800.0) - solid_hu)
     if label == 1 and style["ground_glass"]:
         # a hazy halo of partly filled air spaces around the solid part
-        halo = _sigmoid((surface * 1.5 - rho) * radius / (2 * _EDGE_MM)) * (1.0 - body)
+        halo = sigmoid((surface * 1.5 - rho) * radius / (2 * _EDGE_MM)) * (1.0 - body)
         halo_hu = rng.uniform(-600.0, -400.0)
         occupancy = body + halo * 0.999
         hu = (body * hu + halo * halo_hu) / (occupancy + 1e-6)
     return occupancy, hu, body
-
-
-def _correlated_noise(shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
-    """CT noise: white noise smoothed in-plane (reconstruction kernel), rescaled to ``std``."""
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=(0.0, 0.7, 0.7))
-    return noise * (std / (noise.std() + 1e-12))
 
 
 def _render_patch(shape, spacing, label: int, patient: dict, rng: np.random.Generator, knobs: dict):
@@ -203,7 +176,7 @@ def _render_patch(shape, spacing, label: int, patient: dict, rng: np.random.Gene
     # average the thin sub-slices into thick slices: slice-thickness partial volume
     hu = hu.reshape(shape[0], _SUBSLICES, shape[1], shape[2]).mean(axis=1)
     body = body.reshape(shape[0], _SUBSLICES, shape[1], shape[2]).mean(axis=1)
-    hu = hu + _correlated_noise(hu.shape, patient["noise_hu"], rng)
+    hu = hu + correlated_noise(hu.shape, patient["noise_hu"], rng)
     mask = body >= 0.5
     if not mask.any():  # a tiny nodule that no slice holds half of: keep its core
         mask = body >= 0.5 * body.max()
@@ -285,7 +258,7 @@ def generate_nodule_ct(
         rng = np.random.default_rng([seed, 2, index])
         patient = {
             "parenchyma_hu": rng.uniform(-880.0, -820.0),
-            "noise_hu": _uniform(rng, noise_hu),
+            "noise_hu": uniform(rng, noise_hu),
             "solid_hu": rng.uniform(-10.0, 50.0),
             "calcified": bool(rng.uniform() < calcified_fraction),
             "ground_glass": bool(rng.uniform() < ground_glass_fraction),
