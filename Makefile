@@ -45,12 +45,14 @@ report: install
 dry-run: install
 	$(BIN)/snakemake --dry-run --cores $(CORES) $(SNAKEMAKE_ARGS)
 
-# ruff (lint and format) for the Python, snakefmt for the rules, Snakemake's own linter
+# ruff (lint and format) for the Python, snakefmt for the rules (tests/test_lint.py runs the
+# same in CI); Snakemake's own linter exits 1 for its conda-per-rule advice, which
+# tests/test_workflow_dag.py checks is the only lint left, so it is printed, not enforced
 lint: install-test
 	$(BIN)/ruff check src scripts tests benchmarks
 	$(BIN)/ruff format --check src scripts tests benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint
+	-$(BIN)/snakemake --lint
 
 format: install-test
 	$(BIN)/ruff check --fix src scripts tests benchmarks

@@ -212,13 +212,20 @@ def copy_tree(tree: Path, dest: Path) -> Path:
     return dest
 
 
-def timed_dryrun(workdir: Path, src: Path) -> tuple[float, str]:
-    shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir, env=env_for(src), capture_output=True, text=True, check=True
-    )
-    return time.perf_counter() - start, done.stdout + done.stderr
+def timed_dryrun(tree: Path, workdir: Path) -> tuple[float, str]:
+    """Seconds of ``snakemake -n`` in ``workdir`` (a copy of ``tree``) from scratch, and its output.
+    A failed run is retried once on a fresh copy (others may have been editing the tree)."""
+    for attempt in (1, 2):
+        shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir, env=env_for(tree / "src"), capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if not done.returncode:
+            return seconds, done.stdout + done.stderr
+        if attempt == 1:
+            shutil.rmtree(workdir)
+            copy_tree(tree, workdir)
+    raise RuntimeError(f"snakemake -n failed in a copy of {tree}:\n{(done.stdout + done.stderr)[-3000:]}")
 
 
 def planning_imports(workdir: Path, src: Path) -> tuple[list[str], list[str]]:
@@ -284,7 +291,7 @@ def main() -> None:
             copies = {name: copy_tree(tree, tmp / name) for name, tree in trees.items()}
             for _ in range(args.rounds):
                 for name, tree in trees.items():
-                    seconds, text = timed_dryrun(copies[name], tree / "src")
+                    seconds, text = timed_dryrun(tree, copies[name])
                     dry_times[name].append(seconds)
                     dry_text.setdefault(name, text)
             planning = {name: planning_imports(copies[name], tree / "src") for name, tree in trees.items()}

@@ -3,7 +3,7 @@ import pandas as pd
 
 from casebook.analysis.plotting import plot_samples
 from casebook.scripting import logged
-from casebook.tasks.classification.preprocess import load_cache
+from casebook.tasks.classification.cache import load_cache
 
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -27,8 +27,8 @@ from casebook.adapters.image_folder import image_folder_records
 from casebook.adapters.msd import msd_records
 from casebook.deid import DeidError, find_leaks, load_or_create_key
 from casebook.fileio import file_digest
-from casebook.registry import REAL_DATA_ADAPTERS
 from casebook.layout import Record, write_dataset
+from casebook.registry import REAL_DATA_ADAPTERS
 
 MEDMNIST_SPLITS = ("train", "val", "test")
 

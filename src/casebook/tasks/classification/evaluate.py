@@ -15,9 +15,9 @@ from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.classification import figures
+from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
 from casebook.tasks.classification.metrics import evaluate_predictions, predict_labels
-from casebook.tasks.classification.preprocess import load_cache
 from casebook.tasks.classification.train import load_model, predict
 
 

@@ -41,8 +41,8 @@ from casebook.analysis.explainability.faithfulness import (
 from casebook.analysis.explainability.figures import plot_attribution_grid, plot_faithfulness, plot_sanity
 from casebook.engine.runtime import select_device
 from casebook.fileio import json_safe, write_json
+from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.networks import cam_layer
-from casebook.tasks.classification.preprocess import load_cache
 from casebook.tasks.classification.train import load_model
 
 __all__ = ["DEFAULTS", "energy_in_mask", "explain_stage", "pick_examples", "pick_scored"]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from casebook.fileio import atomic_path
 from casebook.imaging import check_same_geometry, resample_to_spacing
 from casebook.layout import read_manifest
+from casebook.tasks.classification.cache import load_cache  # noqa: F401  (the cache's reader, beside its writer)
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +225,3 @@ def _read_row(root: Path, row: Any, has_masks: bool) -> tuple[sitk.Image, sitk.I
             mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
             mask.CopyInformation(image)
     return image, mask
-
-
-def load_cache(images_path: str | Path, masks_path: str | Path | None = None):
-    """Memory-map the cached arrays (so a data loader reads only what it indexes)."""
-    images = np.load(images_path, mmap_mode="r")
-    masks = None
-    if masks_path is not None:
-        masks = np.load(masks_path, mmap_mode="r")
-        if masks.size == 0:
-            masks = None
-    return images, masks

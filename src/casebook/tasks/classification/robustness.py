@@ -22,9 +22,9 @@ from casebook.analysis.robustness.perturbations import IDENTITY, UNITS, image_se
 from casebook.analysis.robustness.sweep import test_subset, write_sweep
 from casebook.engine.runtime import select_device
 from casebook.fileio import read_json
+from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
 from casebook.tasks.classification.metrics import point_metrics
-from casebook.tasks.classification.preprocess import load_cache
 from casebook.tasks.classification.train import load_model, predict
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from casebook.engine.runtime import seed_everything, seed_rng, select_device
 from casebook.fileio import read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks import TASKS
+from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
 from casebook.tasks.classification.networks import build_network
-from casebook.tasks.classification.preprocess import load_cache
 
 log = logging.getLogger(__name__)
 
