@@ -25,6 +25,6 @@ for _task in TASKS:
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -33,7 +33,11 @@ CASES = {
     "densenet_small_3d_32": (SPEC, (1, 32, 32, 32), 4),
 }
 # the schema's defaults (workflow/schemas/casestudy.schema.yaml, `explain:`)
-SETTINGS = {"occlusion": {"mask_size": 8, "overlap": 0.5}, "smoothgrad": {"samples": 16, "noise_level": 0.15}, "integrated_gradients": {"steps": 32}}
+SETTINGS = {
+    "occlusion": {"mask_size": 8, "overlap": 0.5},
+    "smoothgrad": {"samples": 16, "noise_level": 0.15},
+    "integrated_gradients": {"steps": 32},
+}
 
 
 def baseline(model: torch.nn.Module, images: torch.Tensor, targets: list[int]) -> None:

@@ -218,7 +218,13 @@ def timed_dryrun(tree: Path, workdir: Path) -> tuple[float, str]:
     for attempt in (1, 2):
         shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir, env=env_for(tree / "src"), capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--cores", "1"],
+            cwd=workdir,
+            env=env_for(tree / "src"),
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - start
         if not done.returncode:
             return seconds, done.stdout + done.stderr
@@ -232,7 +238,12 @@ def planning_imports(workdir: Path, src: Path) -> tuple[list[str], list[str]]:
     """The casebook modules and the heavy modules that ``snakemake -n`` imports (``-X importtime``)."""
     shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir, env=env_for(src), capture_output=True, text=True, check=True
+        [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1"],
+        cwd=workdir,
+        env=env_for(src),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     names = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     return sorted(n for n in names if n.startswith("casebook")), [m for m in HEAVY if m in names]
@@ -241,7 +252,11 @@ def planning_imports(workdir: Path, src: Path) -> tuple[list[str], list[str]]:
 def probe(code: str, src: Path) -> tuple[float, list[str]]:
     """Seconds to run ``code`` in a fresh interpreter (after its start-up), and the heavy modules loaded."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(code=code, heavy=HEAVY)], cwd=tempfile.gettempdir(), env=env_for(src), capture_output=True, text=True
+        [sys.executable, "-c", PROBE.format(code=code, heavy=HEAVY)],
+        cwd=tempfile.gettempdir(),
+        env=env_for(src),
+        capture_output=True,
+        text=True,
     )
     if done.returncode:
         raise RuntimeError(f"{code!r} with PYTHONPATH={src}:\n{done.stderr}")
@@ -276,7 +291,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, default=Path("/tmp/base"), help="the baseline tree (its src/ and scripts/)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jobs-from", action="append", default=[], metavar="TREE=FILE", help="TREE is new or old: saved `snakemake -n` output")
+    parser.add_argument(
+        "--jobs-from", action="append", default=[], metavar="TREE=FILE", help="TREE is new or old: saved `snakemake -n` output"
+    )
     parser.add_argument("--no-dryrun", action="store_true", help="do not time `snakemake -n` (needs --jobs-from for both trees)")
     args = parser.parse_args()
     trees = {"new": REPO, "old": args.baseline.resolve()}
@@ -332,7 +349,9 @@ def main() -> None:
         return ",".join(SHORT[m] for m in heavy[name][key]) or "-" if key in heavy[name] else ""
 
     print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-    print(f"import time of each job's imports, best of {args.rounds} (s); jobs = jobs of the default run; heavy: {', '.join(f'{v}={k}' for k, v in SHORT.items())}")
+    print(
+        f"import time of each job's imports, best of {args.rounds} (s); jobs = jobs of the default run; heavy: {', '.join(f'{v}={k}' for k, v in SHORT.items())}"
+    )
     print(f"{'script':34s} {'jobs old':>8s} {'jobs new':>8s} {'old s':>7s} {'new s':>7s} {'ratio':>6s}  {'heavy old':30s} heavy new")
     for key in keys:
         old, new = best["old"].get(key), best["new"].get(key)

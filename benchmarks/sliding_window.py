@@ -113,7 +113,7 @@ def measure(name: str, args, device: torch.device, volume: np.ndarray) -> dict:
     plain()  # warm-up
     times = {"ours": [], "plain": []}
     for r in range(args.repeats):
-        for kind in (("ours", "plain") if r % 2 == 0 else ("plain", "ours")):
+        for kind in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
             times[kind].append(timed(ours if kind == "ours" else plain, device))
     return {
         "patch": patch,

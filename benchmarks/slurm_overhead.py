@@ -60,7 +60,9 @@ def main() -> None:
         slurm = timed([*snakemake, "--profile", "slurm", *flags], workdir(tmp / "slurm"), env)
         jobs = len(cluster.run("squeue", "-h", "--states=all", "-o", "%i").stdout.split())
     print(f"tiny pipeline, 2 cores: local {local:.1f} s, SLURM {slurm:.1f} s ({jobs} SLURM jobs)")
-    print(f"ratio SLURM / local: {slurm / local:.2f} (overhead {slurm - local:+.1f} s, {(slurm - local) / max(jobs, 1):.1f} s per SLURM job)")
+    print(
+        f"ratio SLURM / local: {slurm / local:.2f} (overhead {slurm - local:+.1f} s, {(slurm - local) / max(jobs, 1):.1f} s per SLURM job)"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

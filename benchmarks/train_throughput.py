@@ -27,9 +27,19 @@ from casebook.tasks.classification.train import train_epoch
 
 CASES = {
     # name: (network spec, image shape (C, *spatial), batch size, images)
-    "densenet_small_2d_64": ({"name": "densenet", "kwargs": {"init_features": 16, "growth_rate": 16, "block_config": [2, 2, 2]}}, (1, 64, 64), 32, 1024),
+    "densenet_small_2d_64": (
+        {"name": "densenet", "kwargs": {"init_features": 16, "growth_rate": 16, "block_config": [2, 2, 2]}},
+        (1, 64, 64),
+        32,
+        1024,
+    ),
     "resnet18_2d_28": ({"name": "resnet18"}, (1, 28, 28), 128, 2048),
-    "densenet_small_3d_32": ({"name": "densenet", "kwargs": {"init_features": 16, "growth_rate": 16, "block_config": [2, 2, 2]}}, (1, 32, 32, 32), 16, 256),
+    "densenet_small_3d_32": (
+        {"name": "densenet", "kwargs": {"init_features": 16, "growth_rate": 16, "block_config": [2, 2, 2]}},
+        (1, 32, 32, 32),
+        16,
+        256,
+    ),
 }
 
 

@@ -100,9 +100,7 @@ def train_and_test(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, 
     tr, va, te = patient_split(groups, seed)
     xt = torch.from_numpy(x[:, None])
     yt = torch.from_numpy(y)
-    model = DenseNet(
-        spatial_dims=x.ndim - 1, in_channels=1, out_channels=2, init_features=16, growth_rate=16, block_config=(2, 2, 2)
-    )
+    model = DenseNet(spatial_dims=x.ndim - 1, in_channels=1, out_channels=2, init_features=16, growth_rate=16, block_config=(2, 2, 2))
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
@@ -148,9 +146,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print val/test AUC of every epoch")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KNOB=VALUE", help="override a difficulty knob (Python literal)"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="override a difficulty knob (Python literal)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {}

@@ -1,4 +1,5 @@
 """Rule check_geometry: every image and its label / mask share one grid, or the run stops."""
+
 from casebook.fingerprint import geometry_stage
 from casebook.scripting import logged
 

@@ -1,4 +1,5 @@
 """Rule check_leakage: fail the run if a patient is in two of train, val and test."""
+
 from casebook.scripting import logged
 from casebook.split import leakage_stage
 

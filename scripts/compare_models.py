@@ -1,4 +1,5 @@
 """Rule compare_models: paired DeLong and bootstrap tests of every model pair on the test set."""
+
 from casebook.scripting import logged
 from casebook.tasks.classification.validation.stages import compare_stage
 

@@ -1,4 +1,5 @@
 """Rule download: fetch one raw file (URL or local mirror), checksum-verified."""
+
 from pathlib import Path
 
 from casebook.download import fetch

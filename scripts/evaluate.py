@@ -1,4 +1,5 @@
 """Rule evaluate: test-set predictions, metrics with bootstrap CIs, ROC and confusion figures."""
+
 from casebook.scripting import logged
 from casebook.tasks.classification.evaluate import evaluate_stage
 

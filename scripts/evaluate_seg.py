@@ -1,4 +1,5 @@
 """Rule evaluate_seg: segment the test cases, map them back, score and plot."""
+
 from casebook.scripting import logged
 from casebook.tasks.segmentation.evaluate import evaluate_stage
 

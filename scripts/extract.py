@@ -1,4 +1,5 @@
 """Rule extract: unpack a downloaded archive safely (no paths outside the target)."""
+
 from casebook.archive import extract_archive
 from casebook.scripting import logged
 

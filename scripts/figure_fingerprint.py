@@ -1,4 +1,5 @@
 """Rule figure_fingerprint: the data set QC figure (spacings, intensity histograms per case)."""
+
 import json
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Rule figure_samples: preprocessed images of each class, lesions outlined."""
+
 import pandas as pd
 
 from casebook.analysis.plotting import plot_samples

@@ -1,4 +1,5 @@
 """Rule figure_split: images per class and patients in every set of every fold."""
+
 import pandas as pd
 
 from casebook.analysis.plotting import plot_split

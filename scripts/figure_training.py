@@ -1,4 +1,5 @@
 """Rule figure_training: loss, the validation score and learning rate per epoch."""
+
 import pandas as pd
 
 from casebook.analysis.plotting import plot_history

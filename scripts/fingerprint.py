@@ -1,4 +1,5 @@
 """Rule fingerprint: spacings, shapes, intensities and classes of the data set, and the plan."""
+
 from casebook.fingerprint import fingerprint_stage
 from casebook.scripting import logged
 

@@ -1,4 +1,5 @@
 """Rule ingest: run the data set's adapter and write the canonical layout."""
+
 from casebook.ingest import ingest_stage
 from casebook.scripting import logged
 

@@ -1,4 +1,5 @@
 """Rule preprocess: resample, normalise and resize every image once, into a cache."""
+
 from pathlib import Path
 
 from casebook.scripting import logged

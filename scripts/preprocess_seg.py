@@ -1,4 +1,5 @@
 """Rule preprocess_seg: reorient, crop, resample and normalise every case, with the plan."""
+
 from casebook.scripting import logged
 from casebook.tasks.segmentation.preprocess import preprocess_stage
 

@@ -1,4 +1,5 @@
 """Rule raw_data: the inventory of every raw data set of the run (resources/inventory.json)."""
+
 from casebook.inventory import inventory_stage
 from casebook.scripting import logged
 

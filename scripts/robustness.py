@@ -1,4 +1,5 @@
 """Rule robustness: test scores under TorchIO perturbations swept over severities, by family."""
+
 from casebook.scripting import job_of, logged
 from casebook.tasks import stage
 

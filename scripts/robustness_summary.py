@@ -1,4 +1,5 @@
 """Rule robustness_summary: every model's performance-vs-severity curves in one figure."""
+
 from casebook.analysis.robustness.summary import robustness_summary_stage
 from casebook.scripting import logged
 

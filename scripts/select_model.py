@@ -1,4 +1,5 @@
 """Rule select_model: the best model on out-of-fold validation predictions (no test data)."""
+
 from casebook.scripting import logged
 from casebook.tasks.classification.validation.stages import select_stage
 

@@ -1,4 +1,5 @@
 """Rule split: patient-level, stratified, seeded splits, written once."""
+
 from casebook.scripting import logged
 from casebook.split import split_stage
 

@@ -1,4 +1,5 @@
 """Rule subgroups: test metrics per group of the manifest's grouping columns."""
+
 from casebook.scripting import logged
 from casebook.tasks.classification.validation.stages import subgroups_stage
 

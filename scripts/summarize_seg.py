@@ -1,4 +1,5 @@
 """Rule summarize_seg: per-case Dice boxplots, the model comparison table and paired tests."""
+
 from casebook.scripting import logged
 from casebook.tasks.segmentation.compare import compare_stage
 

@@ -1,4 +1,5 @@
 """Rule train: one model on one fold, by its case study's task family."""
+
 from casebook.scripting import job_of, logged
 from casebook.tasks import stage
 

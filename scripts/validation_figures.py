@@ -1,4 +1,5 @@
 """Rule validation_figures: cross-validation fold spread and reliability diagram."""
+
 from casebook.scripting import logged
 from casebook.tasks.classification.validation.stages import validation_figures_stage
 

@@ -175,9 +175,7 @@ def _check_space(archive: Path, members: Sequence[_Member], folder: Path) -> Non
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if needed > free:
-        raise ArchiveError(
-            f"{archive}: extracting needs {needed / 2**30:.2f} GiB but {existing} has {free / 2**30:.2f} GiB free"
-        )
+        raise ArchiveError(f"{archive}: extracting needs {needed / 2**30:.2f} GiB but {existing} has {free / 2**30:.2f} GiB free")
 
 
 def archive_root(dest: str | os.PathLike) -> Path:

@@ -1,9 +1,9 @@
 """The ``casebook`` command: helpers around the pipeline (the pipeline itself is Snakemake).
 
-    casebook datasets [--registry config/datasets.yaml]   list the registry's data sets
-    casebook audit PATH [--format text|json] [--no-stale-check] [--snakemake-args ...]
-        the lineage of a result back to the raw downloads; exit 1 if a checksum no longer
-        matches, a file is missing, or code or config changed since a step was made
+casebook datasets [--registry config/datasets.yaml]   list the registry's data sets
+casebook audit PATH [--format text|json] [--no-stale-check] [--snakemake-args ...]
+    the lineage of a result back to the raw downloads; exit 1 if a checksum no longer
+    matches, a file is missing, or code or config changed since a step was made
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ def list_datasets(registry_path: str) -> list[str]:
         else:
             files = ",".join(str(s) for s in sorted(entry.get("files") or {})) or "-"
         rows.append(
-            (name, str(entry.get("spatial_dims", "?")), entry.get("task", ""), entry.get("access", "open"),
-             entry.get("adapter", ""), files, entry.get("licence", ""))
+            (
+                name,
+                str(entry.get("spatial_dims", "?")),
+                entry.get("task", ""),
+                entry.get("access", "open"),
+                entry.get("adapter", ""),
+                files,
+                entry.get("licence", ""),
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]

@@ -316,10 +316,7 @@ def _file_frames(ds: Dataset, where: str, label: str, warnings: list[str]) -> li
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     # the functional groups that apply to each frame, most specific first
-    groups = [
-        [g for g in (per_frame[i] if i < len(per_frame) else None, shared) if g is not None]
-        for i in range(n_frames)
-    ]
+    groups = [[g for g in (per_frame[i] if i < len(per_frame) else None, shared) if g is not None] for i in range(n_frames)]
     positions = [_group_value(g, "PlanePositionSequence", "ImagePositionPatient") for g in groups]
     if any(p is None for p in positions):
         positions = _classic_positions(ds, groups[0], n_frames, where, label, warnings)
@@ -395,9 +392,7 @@ def _vector(value: Any, length: int) -> np.ndarray | None:
     return array if array.shape == (length,) else None
 
 
-def _classic_positions(
-    ds: Dataset, groups: list[Dataset], n_frames: int, where: str, label: str, warnings: list[str]
-) -> list[Any]:
+def _classic_positions(ds: Dataset, groups: list[Dataset], n_frames: int, where: str, label: str, warnings: list[str]) -> list[Any]:
     """Frame positions when the file has none per frame: its top-level position, stepped.
 
     A one-frame file simply has its ImagePositionPatient. A simple multi-frame file gives
@@ -420,8 +415,7 @@ def _classic_positions(
         step = 1.0 if step is None else step
         _warn(
             warnings,
-            f"{label}: {where} has no per-frame positions; assuming frames {step:g} mm apart "
-            f"along the slice normal ({source})",
+            f"{label}: {where} has no per-frame positions; assuming frames {step:g} mm apart along the slice normal ({source})",
         )
         steps = step * np.arange(n_frames)
     return [first + s * normal for s in steps]
@@ -464,9 +458,7 @@ def _complete_single_frame_geometry(frames: list[_Frame], label: str, warnings: 
     if all(f.position is not None and f.orientation is not None for f in frames):
         return
     if len(frames) > 1:
-        raise DicomError(
-            f"{label}: frames lack ImagePositionPatient/ImageOrientationPatient, so they cannot be ordered"
-        )
+        raise DicomError(f"{label}: frames lack ImagePositionPatient/ImageOrientationPatient, so they cannot be ordered")
     frame = frames[0]
     if frame.position is None:
         frame.position = np.zeros(3)
@@ -481,15 +473,13 @@ def _check_uniform(frames: list[_Frame], label: str) -> None:
     for frame in frames[1:]:
         if frame.raw.shape != first.raw.shape:
             raise DicomError(
-                f"{label}: mixed in-plane sizes (rows x columns): {first.raw.shape} in {first.where}, "
-                f"{frame.raw.shape} in {frame.where}"
+                f"{label}: mixed in-plane sizes (rows x columns): {first.raw.shape} in {first.where}, {frame.raw.shape} in {frame.where}"
             )
         if not np.allclose(frame.orientation, first.orientation, rtol=0, atol=GEOMETRY_ATOL):
             raise DicomError(f"{label}: mixed orientations: {frame.where} differs from {first.where}")
         if not np.allclose(frame.pixel_spacing, first.pixel_spacing, rtol=GEOMETRY_ATOL, atol=0):
             raise DicomError(
-                f"{label}: mixed pixel spacings: {first.pixel_spacing} in {first.where}, "
-                f"{frame.pixel_spacing} in {frame.where}"
+                f"{label}: mixed pixel spacings: {first.pixel_spacing} in {first.where}, {frame.pixel_spacing} in {frame.where}"
             )
 
 
@@ -512,9 +502,7 @@ def _order_along(frames: list[_Frame], normal: np.ndarray) -> tuple[list[_Frame]
     return [frames[i] for i in order], along[order]
 
 
-def _drop_duplicates(
-    frames: list[_Frame], along: np.ndarray, label: str, warnings: list[str]
-) -> tuple[list[_Frame], np.ndarray]:
+def _drop_duplicates(frames: list[_Frame], along: np.ndarray, label: str, warnings: list[str]) -> tuple[list[_Frame], np.ndarray]:
     """Keep one of frames at the same position if their values are identical; else raise."""
     kept, kept_along = [frames[0]], [along[0]]
     for frame, position in zip(frames[1:], along[1:]):

@@ -133,9 +133,7 @@ def _already_verified(dest: Path, md5: str) -> bool:
     return dest.is_file() and file_digest(dest, "md5") == md5.lower()
 
 
-def _transfer_with_retries(
-    url: str, dest: Path, part: Path, *, retries: int, backoff: float, timeout: float, progress: bool
-) -> None:
+def _transfer_with_retries(url: str, dest: Path, part: Path, *, retries: int, backoff: float, timeout: float, progress: bool) -> None:
     """Call :func:`_transfer` until it completes, sleeping between transient failures."""
     attempts = max(1, retries + 1)
     for attempt in range(attempts):
@@ -248,20 +246,21 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _stream_to(
-    response: requests.Response, part: Path, *, mode: str, offset: int, total: int | None, label: str, progress: bool
-) -> None:
+def _stream_to(response: requests.Response, part: Path, *, mode: str, offset: int, total: int | None, label: str, progress: bool) -> None:
     """Write the response body to ``part`` in chunks, with a progress bar."""
-    with open(part, mode) as fh, tqdm(
-        total=total,
-        initial=offset,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=label,
-        disable=not progress,
-        leave=False,
-    ) as bar:
+    with (
+        open(part, mode) as fh,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=label,
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
         for chunk in response.iter_content(chunk_size=_CHUNK):
             fh.write(chunk)
             bar.update(len(chunk))

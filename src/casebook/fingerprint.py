@@ -100,9 +100,7 @@ def check_geometry(dataset_dir: str | Path) -> dict[str, Any]:
         lines = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:
             lines.append(f"... and {len(problems) - MAX_REPORTED} more")
-        raise GeometryError(
-            f"{root}: {len(problems)} geometry mismatch(es) between images and their masks / ROIs:\n" + "\n".join(lines)
-        )
+        raise GeometryError(f"{root}: {len(problems)} geometry mismatch(es) between images and their masks / ROIs:\n" + "\n".join(lines))
     return {"status": "ok", "n_images": int(len(manifest)), "n_checked": n_checked}
 
 
@@ -327,10 +325,7 @@ def _target_spacing(fingerprint: dict[str, Any]) -> tuple[list[float], bool]:
 def _median_size_after(fingerprint: dict[str, Any], spacing: Sequence[float]) -> list[float]:
     """Median over cases of each case's size once resampled (size x spacing / target),
     as nnU-Net computes its ``median_image_size_in_voxels``."""
-    new = [
-        [round(n * s / t) for n, s, t in zip(case["size"], case["spacing"], spacing)]
-        for case in fingerprint["cases"]
-    ]
+    new = [[round(n * s / t) for n, s, t in zip(case["size"], case["spacing"], spacing)] for case in fingerprint["cases"]]
     return [float(v) for v in np.median(np.array(new, dtype=np.float64), axis=0)]
 
 

@@ -164,8 +164,7 @@ def refuse_non_finite_mask(mask: np.ndarray | sitk.Image, *, image_id: str, sour
     count = non_finite_voxels(values, channels_last=channels_last)
     if count:
         raise NonFiniteError(
-            f"{_named(image_id, source)}: its {what} has {count} non-finite voxel(s) (NaN or inf); "
-            f"a {what} must hold label values only"
+            f"{_named(image_id, source)}: its {what} has {count} non-finite voxel(s) (NaN or inf); a {what} must hold label values only"
         )
 
 
@@ -187,12 +186,13 @@ def _finite_image(rec: Record, policy: str) -> tuple[np.ndarray | sitk.Image, in
             f"the case study to replace them by the image's smallest finite value"
         )
     fixed = np.array(values, copy=True)
-    for channel in ([fixed[..., c] for c in range(fixed.shape[-1])] if channels_last else [fixed]):
+    for channel in [fixed[..., c] for c in range(fixed.shape[-1])] if channels_last else [fixed]:
         finite = np.isfinite(channel)
         channel[~finite] = channel[finite].min() if finite.any() else 0
     log.warning(
         "%s: replaced %d non-finite voxel(s) (NaN or inf) by the image's smallest finite value",
-        _named(rec.image_id, rec.source), count,
+        _named(rec.image_id, rec.source),
+        count,
     )
     if isinstance(rec.image, sitk.Image):
         image = sitk.GetImageFromArray(fixed, isVector=channels_last)

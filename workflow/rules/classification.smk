@@ -28,7 +28,9 @@ SUBGROUP_KEYS = ("subgroups", "min_group_patients")
 def classification_evaluate_settings(cs, *, subgroups=False):
     """The 'evaluate' block: the subgroup keys only for the subgroups rule."""
     cfg = dict(CASESTUDIES[cs].get("evaluate", {}))
-    return cfg if subgroups else {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS}
+    return (
+        cfg if subgroups else {k: v for k, v in cfg.items() if k not in SUBGROUP_KEYS}
+    )
 
 
 def classification_validation_targets(cs):
@@ -40,7 +42,9 @@ def classification_validation_targets(cs):
         f"results/{cs}/figures/reliability.png",
         f"results/{cs}/figures/robustness.png",
     ]
-    if len(model_names(cs)) > 1 and len(CASESTUDIES[cs]["class_names"]) == 2:  # paired AUC tests are binary
+    if (
+        len(model_names(cs)) > 1 and len(CASESTUDIES[cs]["class_names"]) == 2
+    ):  # paired AUC tests are binary
         out.append(f"results/{cs}/figures/pairwise.png")
     if CASESTUDIES[cs].get("evaluate", {}).get("subgroups"):
         out.append(f"results/{cs}/figures/subgroups.png")
@@ -86,7 +90,9 @@ FAMILY_HOOKS["classification"] = {
         "metrics": f"results/{wc.cs}/evaluation/{wc.model}/fold_{wc.fold}/metrics.json",
     },
     "robustness_params": lambda wc: {"class_names": CASESTUDIES[wc.cs]["class_names"]},
-    "robustness_metric": lambda cs: CASESTUDIES[cs].get("robustness", {}).get("metric", "auc"),
+    "robustness_metric": lambda cs: CASESTUDIES[cs]
+    .get("robustness", {})
+    .get("metric", "auc"),
     "evaluate_settings": classification_evaluate_settings,
     "targets": classification_targets,
 }

@@ -10,7 +10,9 @@ from casebook.config import deep_merge, schema_problems
 from casebook.registry import REAL_DATA_ADAPTERS, load_registry, resolve
 from casebook.tasks import TASKS, UnknownTask, casestudy_problems, family
 
-CASESTUDY_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml")
+CASESTUDY_SCHEMA = str(
+    Path(workflow.basedir) / "workflow/schemas/casestudy.schema.yaml"
+)
 
 
 def validated(document, schema, where):
@@ -32,7 +34,9 @@ validated(
 def _load_casestudy(path):
     """Read one case-study file, apply config 'overrides' for it, validate (filling defaults)."""
     if not Path(path).is_file():
-        raise WorkflowError(f"case study file {path} (listed in config 'casestudies') does not exist")
+        raise WorkflowError(
+            f"case study file {path} (listed in config 'casestudies') does not exist"
+        )
     with open(path) as fh:
         cs = yaml.safe_load(fh)
     if not isinstance(cs, dict) or "name" not in cs:
@@ -43,7 +47,11 @@ def _load_casestudy(path):
     for spec in (cs.get("models") or {}).values():
         if isinstance(spec, dict):
             spec["train"] = deep_merge(cs.get("train") or {}, spec.get("train") or {})
-    where = f"{path} (with config overrides)" if cs["name"] in config.get("overrides", {}) else path
+    where = (
+        f"{path} (with config overrides)"
+        if cs["name"] in config.get("overrides", {})
+        else path
+    )
     try:  # the task registry (casebook.tasks), before schema defaults fill every section
         problems = casestudy_problems(cs)
     except UnknownTask as exc:
@@ -121,12 +129,15 @@ def rule_resources(rule):
     """Resources of one rule, from config (one place for a site: memory, wall time,
     GPUs and GPU model, SLURM partition, account, constraint). Memory and wall time grow
     with each retry (the SLURM profile sets 'retries'), so a job killed for running out
-    of either is resubmitted with more: attempt n asks for 1 + growth * (n - 1) times."""
+    of either is resubmitted with more: attempt n asks for 1 + growth * (n - 1) times.
+    """
     growth = float(config.get("retry_growth", 0.5))
     out = {k: v for k, v in rule_settings(rule).items() if k != "threads"}
     for key in ("mem_mb", "runtime"):
         base = out[key]
-        out[key] = lambda wc, attempt, base=base: int(base * (1 + growth * (attempt - 1)))
+        out[key] = lambda wc, attempt, base=base: int(
+            base * (1 + growth * (attempt - 1))
+        )
     return out
 
 
@@ -163,13 +174,21 @@ def local_source(cs):
                 f"set dataset: {{source: path, path: <folder>}}. How to obtain it: {entry['obtain']}"
             )
         if not Path(path).exists():
-            raise WorkflowError(f"case study {cs!r}: {path} (dataset.path of {ds['name']!r}) does not exist. {entry['obtain']}")
+            raise WorkflowError(
+                f"case study {cs!r}: {path} (dataset.path of {ds['name']!r}) does not exist. {entry['obtain']}"
+            )
         return path
     path = ds.get("path")
     filename = entry.get("filename")
     # only an archive can stand for its extracted folder; a folder lacking any other file
     # is a mirror missing it, which the download rule reports
-    if ds.get("source") == "path" and path and Path(path).is_dir() and filename and is_archive(filename):
+    if (
+        ds.get("source") == "path"
+        and path
+        and Path(path).is_dir()
+        and filename
+        and is_archive(filename)
+    ):
         if not (Path(path) / filename).exists():
             return path
     return None
@@ -190,7 +209,11 @@ def raw_files(cs):
     if path is None:
         return []
     dataset, filename = path.split("/")[1:]
-    return [path, f"resources/{dataset}/extracted/{filename}"] if is_archive(path) else [path]
+    return (
+        [path, f"resources/{dataset}/extracted/{filename}"]
+        if is_archive(path)
+        else [path]
+    )
 
 
 def inventory_params():
@@ -203,7 +226,11 @@ def inventory_params():
         out[cs] = {
             "dataset": ds["name"],
             "access": entry["access"],
-            "source": "embedded" if entry["access"] == "embedded" else ("path" if local else ds.get("source", "url")),
+            "source": (
+                "embedded"
+                if entry["access"] == "embedded"
+                else ("path" if local else ds.get("source", "url"))
+            ),
             "url": entry.get("url"),
             "path": local or ds.get("path"),
             "md5": ds.get("md5") or entry.get("md5"),
@@ -223,9 +250,19 @@ def download_params(wildcards):
             ds = CASESTUDIES[cs]["dataset"]
             full = dataset_entry(cs)
             # only what the transfer depends on: a corrected citation must not re-download
-            entry = {"url": full["url"], "md5": ds.get("md5") or full["md5"], "filename": full["filename"]}
-            return {"entry": entry, "source": ds.get("source", "url"), "path": ds.get("path")}
-    raise WorkflowError(f"no case study uses resources/{wildcards.dataset}/{wildcards.filename}")
+            entry = {
+                "url": full["url"],
+                "md5": ds.get("md5") or full["md5"],
+                "filename": full["filename"],
+            }
+            return {
+                "entry": entry,
+                "source": ds.get("source", "url"),
+                "path": ds.get("path"),
+            }
+    raise WorkflowError(
+        f"no case study uses resources/{wildcards.dataset}/{wildcards.filename}"
+    )
 
 
 def ingest_input(wildcards):
@@ -258,11 +295,17 @@ def ingest_params(cs):
         "class_names": CASESTUDIES[cs]["class_names"],
         "modality": CASESTUDIES[cs].get("modality", ""),
         "require_labels": family(task_of(cs)).image_labels,
-        **({"non_finite": ds["non_finite"]} if ds.get("non_finite", "error") != "error" else {}),  # the default must not rerun ingest
+        **(
+            {"non_finite": ds["non_finite"]}
+            if ds.get("non_finite", "error") != "error"
+            else {}
+        ),  # the default must not rerun ingest
         # real data only: a new key path must not rerun the embedded or MedMNIST ingest
         **(
             {
-                "adapter_params": deep_merge(entry.get("adapter_params") or {}, ds.get("adapter_params") or {}),
+                "adapter_params": deep_merge(
+                    entry.get("adapter_params") or {}, ds.get("adapter_params") or {}
+                ),
                 "key_file": config["deid_key"],
             }
             if entry["adapter"] in REAL_DATA_ADAPTERS
@@ -286,7 +329,9 @@ def family_hook(cs, name):
     """A hook of the case study's family; an error naming the family when it lacks one."""
     task = task_of(cs)
     if name not in FAMILY_HOOKS[task]:
-        raise WorkflowError(f"case study {cs!r}: task {task} does not provide {name!r} (workflow/rules/{task}.smk)")
+        raise WorkflowError(
+            f"case study {cs!r}: task {task} does not provide {name!r} (workflow/rules/{task}.smk)"
+        )
     return FAMILY_HOOKS[task][name]
 
 
@@ -297,13 +342,19 @@ def family_input(rule):
 
 def family_params(rule):
     """The family's own params of a shared rule (empty when it has none)."""
-    return lambda wc: FAMILY_HOOKS[task_of(wc.cs)].get(f"{rule}_params", lambda wc: {})(wc)
+    return lambda wc: FAMILY_HOOKS[task_of(wc.cs)].get(f"{rule}_params", lambda wc: {})(
+        wc
+    )
 
 
 def training_curves(cs):
     """What a training-curves figure plots: the family's selection score and loss."""
     fam = family(task_of(cs))
-    return {"score": fam.selection_metric, "score_label": fam.selection_label, "loss_label": fam.loss_label}
+    return {
+        "score": fam.selection_metric,
+        "score_label": fam.selection_label,
+        "loss_label": fam.loss_label,
+    }
 
 
 def cs_pattern(names):
@@ -324,7 +375,9 @@ def model_config(cs, model):
     """Network, training settings (merged at load time), augmentation and seed of one model."""
     study = CASESTUDIES[cs]
     if model not in study["models"]:
-        raise WorkflowError(f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}")
+        raise WorkflowError(
+            f"case study {cs!r} has no model {model!r}; it has {sorted(study['models'])}"
+        )
     spec = study["models"][model]
     # the device is an execution setting, not a parameter: scripts read it from config
     out = {
@@ -352,7 +405,9 @@ def model_folds(cs, model):
 
 def runs(cs):
     """(model, fold) pairs of a case study."""
-    return [(m, f) for m in CASESTUDIES[cs].get("models") or {} for f in model_folds(cs, m)]
+    return [
+        (m, f) for m in CASESTUDIES[cs].get("models") or {} for f in model_folds(cs, m)
+    ]
 
 
 def first_runs(cs):
@@ -363,7 +418,8 @@ def first_runs(cs):
 
 def evaluate_settings(cs, **kwargs):
     """The case study's 'evaluate' block as a rule's params, filtered by its family, so
-    that editing a key only another rule reads does not rerun the jobs that never read it."""
+    that editing a key only another rule reads does not rerun the jobs that never read it.
+    """
     return family_hook(cs, "evaluate_settings")(cs, **kwargs)
 
 
@@ -386,4 +442,6 @@ def casestudy_targets(cs):
 
 
 def all_targets():
-    return ["resources/inventory.json"] + [t for cs in CASESTUDIES for t in casestudy_targets(cs)]
+    return ["resources/inventory.json"] + [
+        t for cs in CASESTUDIES for t in casestudy_targets(cs)
+    ]

@@ -6,13 +6,13 @@
 rule download:
     output:
         "resources/{dataset}/{filename}",
-    params:
-        spec=download_params,
     log:
         "logs/download/{dataset}/{filename}.log",
     threads: rule_threads("download")
     resources:
         **rule_resources("download"),
+    params:
+        spec=download_params,
     script:
         "../../scripts/download.py"
 
@@ -25,13 +25,13 @@ rule raw_data:
         lambda wc: sorted({p for cs in CASESTUDIES for p in raw_files(cs)}),
     output:
         "resources/inventory.json",
-    params:
-        datasets=lambda wc: inventory_params(),
     log:
         "logs/raw_data.log",
     threads: rule_threads("raw_data")
     resources:
         **rule_resources("raw_data"),
+    params:
+        datasets=lambda wc: inventory_params(),
     script:
         "../../scripts/raw_data.py"
 
@@ -55,8 +55,6 @@ rule ingest:
         ingest_input,
     output:
         directory("results/{cs}/data"),
-    params:
-        ingest=lambda wc: ingest_params(wc.cs),
     log:
         "logs/{cs}/ingest.log",
     benchmark:
@@ -64,6 +62,8 @@ rule ingest:
     threads: rule_threads("ingest")
     resources:
         **rule_resources("ingest"),
+    params:
+        ingest=lambda wc: ingest_params(wc.cs),
     script:
         "../../scripts/ingest.py"
 
@@ -110,9 +110,6 @@ rule split:
     output:
         splits="results/{cs}/split/splits.json",
         table="results/{cs}/split/split_table.tsv",
-    params:
-        split=lambda wc: CASESTUDIES[wc.cs].get("split", {}),
-        seed=lambda wc: cs_seed(wc.cs),
     log:
         "logs/{cs}/split.log",
     group:
@@ -120,6 +117,9 @@ rule split:
     threads: rule_threads("split")
     resources:
         **rule_resources("split"),
+    params:
+        split=lambda wc: CASESTUDIES[wc.cs].get("split", {}),
+        seed=lambda wc: cs_seed(wc.cs),
     script:
         "../../scripts/split.py"
 

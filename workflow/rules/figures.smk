@@ -34,14 +34,14 @@ rule figure_split:
             labels={"figure": "patient-level split"},
         ),
         summary=summary_of("results/{cs}/figures/split.png"),
-    params:
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     log:
         "logs/{cs}/figures/split.log",
     threads: rule_threads("figure_split")
     resources:
         **rule_resources("figure_split"),
+    params:
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     script:
         "../../scripts/figure_split.py"
 
@@ -58,14 +58,16 @@ rule figure_training:
             subcategory="{model}",
             labels={"model": "{model}", "fold": "{fold}", "figure": "training curves"},
         ),
-        summary=summary_of("results/{cs}/figures/{model}/fold_{fold}/training_curves.png"),
-    params:
-        title=lambda wc: f"{wc.model}, fold {wc.fold}",
-        curves=lambda wc: training_curves(wc.cs),
+        summary=summary_of(
+            "results/{cs}/figures/{model}/fold_{fold}/training_curves.png"
+        ),
     log:
         "logs/{cs}/figures/{model}/fold_{fold}/training.log",
     threads: rule_threads("figure_training")
     resources:
         **rule_resources("figure_training"),
+    params:
+        title=lambda wc: f"{wc.model}, fold {wc.fold}",
+        curves=lambda wc: training_curves(wc.cs),
     script:
         "../../scripts/figure_training.py"

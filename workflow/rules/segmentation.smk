@@ -7,7 +7,10 @@
 def preprocess_seg_params(cs):
     """What per-case segmentation preprocessing depends on (not the training settings)."""
     cfg = CASESTUDIES[cs].get("segmentation", {})
-    return {"spacing": cfg.get("spacing", "auto"), "crop_margin": cfg.get("crop_margin", 2)}
+    return {
+        "spacing": cfg.get("spacing", "auto"),
+        "crop_margin": cfg.get("crop_margin", 2),
+    }
 
 
 def segmentation_cases(cs):
@@ -21,7 +24,9 @@ def segmentation_cases(cs):
 def segmentation_evaluate_settings(cs, **kwargs):
     """The 'evaluate' block less the classification-only keys (subgroups, calibration)."""
     skip = ("subgroups", "min_group_patients", "calibration_bins")
-    return {k: v for k, v in CASESTUDIES[cs].get("evaluate", {}).items() if k not in skip}
+    return {
+        k: v for k, v in CASESTUDIES[cs].get("evaluate", {}).items() if k not in skip
+    }
 
 
 def segmentation_targets(cs):
@@ -38,22 +43,32 @@ def segmentation_targets(cs):
             f"results/{cs}/evaluation/{model}/fold_{fold}/bland_altman.png",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
-    out += [f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png" for model, fold in first_runs(cs)]
+    out += [
+        f"results/{cs}/robustness/{model}/fold_{fold}/robustness.png"
+        for model, fold in first_runs(cs)
+    ]
     return out + [f"results/{cs}/figures/robustness.png"]
 
 
 FAMILY_HOOKS["segmentation"] = {
-    "train_input": lambda wc: {**segmentation_cases(wc.cs), "leakage": f"results/{wc.cs}/split/leakage_check.json"},
-    "robustness_input": lambda wc: {**segmentation_cases(wc.cs), "model": f"{model_dir(wc.cs, wc.model, wc.fold)}/model.pt"},
+    "train_input": lambda wc: {
+        **segmentation_cases(wc.cs),
+        "leakage": f"results/{wc.cs}/split/leakage_check.json",
+    },
+    "robustness_input": lambda wc: {
+        **segmentation_cases(wc.cs),
+        "model": f"{model_dir(wc.cs, wc.model, wc.fold)}/model.pt",
+    },
     # the evaluate regions only: other evaluate settings do not rerun the sweep
-    "robustness_params": lambda wc: {"regions": CASESTUDIES[wc.cs].get("evaluate", {}).get("regions")},
+    "robustness_params": lambda wc: {
+        "regions": CASESTUDIES[wc.cs].get("evaluate", {}).get("regions")
+    },
     "robustness_metric": lambda cs: "dice",  # the mean Dice over the evaluate regions
     "evaluate_settings": segmentation_evaluate_settings,
     "targets": segmentation_targets,
 }
 
 SEGMENTATION_CS = cases_of("segmentation")
-
 
 
 include: "segmentation/rules.smk"

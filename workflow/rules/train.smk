@@ -11,10 +11,6 @@ rule train:
         history="results/{cs}/models/{model}/fold_{fold}/history.tsv",
         card="results/{cs}/models/{model}/fold_{fold}/metadata.json",
         provenance="results/{cs}/models/{model}/fold_{fold}/provenance.json",
-    params:
-        task=lambda wc: task_of(wc.cs),
-        model=lambda wc: model_config(wc.cs, wc.model),
-        family=family_params("train"),
     log:
         "logs/{cs}/train/{model}/fold_{fold}.log",
     benchmark:
@@ -22,5 +18,9 @@ rule train:
     threads: rule_threads("train")
     resources:
         **rule_resources("train"),
+    params:
+        task=lambda wc: task_of(wc.cs),
+        model=lambda wc: model_config(wc.cs, wc.model),
+        family=family_params("train"),
     script:
         "../../scripts/train.py"

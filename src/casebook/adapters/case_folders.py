@@ -40,9 +40,7 @@ def find_cases(root: str | Path, first_channel: str) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise AdapterError(f"{root}: not a folder (expected one folder per case under it)")
-    cases = sorted(
-        d for d in [root, *root.rglob("*")] if d.is_dir() and (d / first_channel.format(case=d.name)).is_file()
-    )
+    cases = sorted(d for d in [root, *root.rglob("*")] if d.is_dir() and (d / first_channel.format(case=d.name)).is_file())
     if not cases:
         raise AdapterError(f"{root}: no case folder holds a file named like {first_channel!r}")
     return cases

@@ -33,6 +33,7 @@ def _subject(raw: str, pattern: str | None) -> str:
         raise AdapterError(f"a PatientID does not match patient_pattern {pattern!r}")
     return subject
 
+
 log = logging.getLogger(__name__)
 
 

@@ -99,8 +99,7 @@ def check_geometry(reference: sitk.Image, other: sitk.Image, *, case: str, what:
     """Refuse ``other`` unless its grid (size, spacing, origin, direction) is the reference's."""
     for prop, a, b in geometry_mismatches(reference, other)[:1]:
         raise AdapterError(
-            f"case {case}: {what} has {prop} {_fmt(b)}, but its {against} has {_fmt(a)}; "
-            f"image and label must share one grid"
+            f"case {case}: {what} has {prop} {_fmt(b)}, but its {against} has {_fmt(a)}; image and label must share one grid"
         )
 
 

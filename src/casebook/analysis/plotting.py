@@ -91,5 +91,3 @@ def plot_split(table: pd.DataFrame, class_names: Sequence[str], title: str, path
     ax.set(ylabel="images", xlabel="", title=title)
     ax.tick_params(axis="x", labelrotation=45)
     save_figure(fig, path)
-
-

@@ -291,7 +291,4 @@ def bootstrap_ci(
         for key, value in statistic(labels[idx], probs[idx]).items():
             samples.setdefault(key, []).append(value)
     alpha = (1 - level) / 2
-    return {
-        key: (float(np.nanquantile(vals, alpha)), float(np.nanquantile(vals, 1 - alpha)))
-        for key, vals in samples.items()
-    }
+    return {key: (float(np.nanquantile(vals, alpha)), float(np.nanquantile(vals, 1 - alpha))) for key, vals in samples.items()}

@@ -76,8 +76,6 @@ Range = tuple[float, float]
 _SUBSLICES = 3
 
 
-
-
 def _ellipse2d(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, edge: float) -> np.ndarray:
     """Soft occupancy of an axis-aligned ellipse in one slice (broadcasts along z)."""
     rho = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
@@ -131,9 +129,12 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     spinous = sigmoid((4.0 - np.abs(x2)) / edge) * sigmoid((12.0 - np.abs(y2 - yc - 24.0)) / edge)
     transverse = sigmoid((36.0 - np.abs(x2)) / edge) * sigmoid((4.0 - np.abs(y2 - ys - rv - 2.0)) / edge)
     posterior = np.maximum(np.maximum(arch, spinous), transverse) * (1.0 - canal)
-    paraspinal = np.maximum(
-        _ellipse2d(x2, y2, -(rv + 18.0), yc + 14.0, 21.0, 24.0, edge), _ellipse2d(x2, y2, rv + 18.0, yc + 14.0, 21.0, 24.0, edge)
-    ) * body
+    paraspinal = (
+        np.maximum(
+            _ellipse2d(x2, y2, -(rv + 18.0), yc + 14.0, 21.0, 24.0, edge), _ellipse2d(x2, y2, rv + 18.0, yc + 14.0, 21.0, 24.0, edge)
+        )
+        * body
+    )
     psoas_r = 9.0 + np.clip(-z, 0.0, None) * 0.12  # the psoas grows towards the pelvis
     psoas = np.maximum(
         *(_soft(np.sqrt((x2 - side * (rv + 14.0)) ** 2 + (y2 - ys + 2.0) ** 2) / psoas_r, 1.0, 10.0, edge) for side in (-1, 1))
@@ -165,14 +166,18 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     perirenal = perirenal * free
     sinus = sinus * kidneys
     kidney = kidneys - sinus
-    spleen = _organ(
-        points,
-        np.array([rng.uniform(80.0, 95.0), cy + rng.uniform(15.0, 35.0), rng.uniform(35.0, 60.0)]),
-        np.array([rng.uniform(22.0, 30.0), rng.uniform(45.0, 60.0), rng.uniform(45.0, 60.0)]),
-        _rot_z(-rng.uniform(25.0, 45.0)),
-        rng,
-        edge,
-    ) * free * (1.0 - kidneys)
+    spleen = (
+        _organ(
+            points,
+            np.array([rng.uniform(80.0, 95.0), cy + rng.uniform(15.0, 35.0), rng.uniform(35.0, 60.0)]),
+            np.array([rng.uniform(22.0, 30.0), rng.uniform(45.0, 60.0), rng.uniform(45.0, 60.0)]),
+            _rot_z(-rng.uniform(25.0, 45.0)),
+            rng,
+            edge,
+        )
+        * free
+        * (1.0 - kidneys)
+    )
     zl = rng.uniform(20.0, 45.0)
     right_lobe = _organ(
         points,
@@ -193,14 +198,20 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
     liver = np.maximum(right_lobe, left_lobe) * free * (1.0 - kidneys) * (1.0 - spleen)
     stomach_centre = np.array([rng.uniform(35.0, 55.0), cy - rng.uniform(30.0, 45.0), zl + rng.uniform(10.0, 30.0)])
     stomach_semi = np.array([rng.uniform(30.0, 40.0), rng.uniform(25.0, 32.0), rng.uniform(35.0, 50.0)])
-    stomach = _organ(
-        points,
-        stomach_centre,
-        stomach_semi,
-        _random_rotation_small(rng, 15.0),
-        rng,
-        edge,
-    ) * free * (1.0 - kidneys) * (1.0 - spleen) * (1.0 - liver)
+    stomach = (
+        _organ(
+            points,
+            stomach_centre,
+            stomach_semi,
+            _random_rotation_small(rng, 15.0),
+            rng,
+            edge,
+        )
+        * free
+        * (1.0 - kidneys)
+        * (1.0 - spleen)
+        * (1.0 - liver)
+    )
     lungs = np.zeros_like(kidneys)
     for side in (-1.0, 1.0):
         r, _ = _ellipsoid(points, np.array([side * 75.0, cy + 25.0, zl + rng.uniform(130.0, 160.0)]), np.array([62.0, 75.0, 90.0]))
@@ -236,7 +247,7 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
         radius = uniform(rng, knobs["kidney_lesion_diameter_mm"]) / 2.0
         # one kidney (its voxels on one side of the midline), the lesion may bulge out of it
         side = -1.0 if rng.uniform() < 0.5 else 1.0
-        on_side = kidney_mask & (side * points[0, :: _SUBSLICES] > 0)
+        on_side = kidney_mask & (side * points[0, ::_SUBSLICES] > 0)
         idx = _pick_voxel(on_side if on_side.any() else kidney_mask, rng)
         centre = points[:, idx[0] * _SUBSLICES + _SUBSLICES // 2, idx[1], idx[2]]
         kidney_lesion = _organ(points, centre, radius * rng.uniform(0.9, 1.1, 3), None, rng, edge, 0.02 if cyst else 0.1)

@@ -79,8 +79,6 @@ _TISSUE = {
 _TISSUE_ORDER = list(_TISSUE)
 
 
-
-
 def _grid(
     size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, float, float], subslices: int = 1
 ) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -151,16 +149,12 @@ def _pick_voxel(candidates: np.ndarray, rng: np.random.Generator) -> tuple[int, 
     return tuple(int(i) for i in np.unravel_index(flat[rng.integers(flat.size)], candidates.shape))
 
 
-
-
 def _paint(image: np.ndarray, occupancy: np.ndarray, values: np.ndarray) -> None:
     """Blend tissue ``values`` (one per channel) into ``image`` (C, Z, Y, X) where occupied."""
     image += occupancy[None] * (values.reshape(-1, 1, 1, 1).astype(np.float32) - image)
 
 
-def _tumour(
-    points, spacing_zyx, brain, wm_occ, scale, rng, knobs
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _tumour(points, spacing_zyx, brain, wm_occ, scale, rng, knobs) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Hard masks (necrosis, enhancing, edema) of one tumour, or None when none fits."""
     edge_vox = float(np.sqrt(np.sum(np.square(spacing_zyx))))  # a voxel's diagonal, mm
     inside = ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
@@ -313,12 +307,6 @@ def _random_rotation_small(rng: np.random.Generator, degrees: float) -> np.ndarr
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
-
-
-
-
-
-
 
 
 def generate_brain_mri(

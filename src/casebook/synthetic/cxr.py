@@ -118,8 +118,7 @@ def _draw_anatomy(rng: np.random.Generator, size: int) -> dict:
         "clavicle_rise": rng.uniform(0.04, 0.12),
         # hilar vessel markings: a fan of faint lines out of each hilum
         "markings": [
-            (side, rng.uniform(-0.5, 0.9) * np.pi / 2, rng.uniform(0.15, 0.35)) for side in (-1, 1)
-            for _ in range(n_markings // 2)
+            (side, rng.uniform(-0.5, 0.9) * np.pi / 2, rng.uniform(0.15, 0.35)) for side in (-1, 1) for _ in range(n_markings // 2)
         ],
         "marking_level": rng.uniform(0.02, 0.04),
         "background": _smooth_noise((size, size), size / 6.0, rng) * rng.uniform(0.015, 0.035),
@@ -135,9 +134,7 @@ def _lung_fields(u: np.ndarray, v: np.ndarray, anatomy: dict) -> list[np.ndarray
         # 0 at the apex, 1 at the base: taper the width towards the apex
         t = np.clip((v - (lung["cy"] - lung["ay"])) / (2 * lung["ay"]), 0.0, 1.0)
         width = lung["ax"] * (0.55 + 0.45 * np.sqrt(t))
-        r = (np.abs((u - lung["cx"]) / width) ** lung["p"] + np.abs((v - lung["cy"]) / lung["ay"]) ** lung["p"]) ** (
-            1.0 / lung["p"]
-        )
+        r = (np.abs((u - lung["cx"]) / width) ** lung["p"] + np.abs((v - lung["cy"]) / lung["ay"]) ** lung["p"]) ** (1.0 / lung["p"])
         fields.append(_sigmoid((1.0 - r) * lung["ax"] / 0.03))
     return fields
 
@@ -151,12 +148,7 @@ def _bones(u: np.ndarray, v: np.ndarray, anatomy: dict, body: np.ndarray) -> np.
         visible = (lateral > 0.04) & (lateral < anatomy["body_half_width"])
         for k in range(9):
             # posterior rib: rises slightly next to the spine, then sweeps down laterally
-            centre = (
-                anatomy["rib_first"]
-                + k * anatomy["rib_step"]
-                - anatomy["rib_slope"] * lateral
-                + anatomy["rib_curvature"] * lateral**2
-            )
+            centre = anatomy["rib_first"] + k * anatomy["rib_step"] - anatomy["rib_slope"] * lateral + anatomy["rib_curvature"] * lateral**2
             out += visible * np.exp(-(((v - centre) / anatomy["rib_width"]) ** 2))
         clavicle = _segment_distance(
             u,
@@ -175,7 +167,7 @@ def _markings(u: np.ndarray, v: np.ndarray, anatomy: dict) -> np.ndarray:
         hilum = (anatomy["cx"] + side * 0.17, -0.05)
         tip = (hilum[0] + side * length * np.cos(angle), hilum[1] + length * np.sin(angle))
         d = _segment_distance(u, v, hilum, tip)
-        fade = np.exp(-(np.hypot(u - hilum[0], v - hilum[1]) / (1.5 * length)) ** 2)
+        fade = np.exp(-((np.hypot(u - hilum[0], v - hilum[1]) / (1.5 * length)) ** 2))
         out += np.exp(-((d / 0.018) ** 2)) * fade
     return anatomy["marking_level"] * out
 

@@ -128,9 +128,7 @@ def _draw_nodule(points: np.ndarray, label: int, style: dict, rng: np.random.Gen
         lobulation = rng.uniform(0.0, knobs["benign_lobulation"])
         n_spikes = 0
     n_lobes = int(rng.integers(3, 7))
-    rho, surface = _nodule_radius_field(
-        local, axes_mm, lobulation, random_unit_vectors(n_lobes, rng), rng.uniform(0, 2 * np.pi, n_lobes)
-    )
+    rho, surface = _nodule_radius_field(local, axes_mm, lobulation, random_unit_vectors(n_lobes, rng), rng.uniform(0, 2 * np.pi, n_lobes))
     body = sigmoid((surface - rho) * radius / _EDGE_MM)
     if n_spikes:
         length = knobs["spicule_length_mm"]

@@ -102,7 +102,11 @@ def casestudy_problems(cs: dict[str, Any]) -> list[str]:
     problems = [f"task {fam.name} needs '{key}'" for key in fam.required if key not in cs]
     for other in TASKS.values():
         if other.name != fam.name:
-            problems += [f"'{key}' is a setting of task {other.name}, not {fam.name}" for key in other.sections if key in cs and key not in fam.sections]
+            problems += [
+                f"'{key}' is a setting of task {other.name}, not {fam.name}"
+                for key in other.sections
+                if key in cs and key not in fam.sections
+            ]
     for model, spec in (cs.get("models") or {}).items():
         name = (spec.get("network") or {}).get("name")
         if name not in fam.networks:

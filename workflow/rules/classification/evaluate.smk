@@ -26,25 +26,31 @@ rule evaluate:
             caption="../../report/confusion.rst",
             category="{cs}",
             subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "confusion matrix"},
+            labels={
+                "model": "{model}",
+                "fold": "{fold}",
+                "figure": "confusion matrix",
+            },
         ),
         roc_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/roc.png"),
-        confusion_summary=summary_of("results/{cs}/evaluation/{model}/fold_{fold}/confusion.png"),
-    params:
-        model=lambda wc: model_config(wc.cs, wc.model),
-        evaluate=lambda wc: evaluate_settings(wc.cs),
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
+        confusion_summary=summary_of(
+            "results/{cs}/evaluation/{model}/fold_{fold}/confusion.png"
+        ),
     log:
         "logs/{cs}/evaluate/{model}/fold_{fold}.log",
     benchmark:
         "results/{cs}/benchmarks/evaluate/{model}/fold_{fold}.tsv"
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     group:
         "inference"
     threads: rule_threads("evaluate")
     resources:
         **rule_resources("evaluate"),
+    params:
+        model=lambda wc: model_config(wc.cs, wc.model),
+        evaluate=lambda wc: evaluate_settings(wc.cs),
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     script:
         "../../../scripts/evaluate.py"

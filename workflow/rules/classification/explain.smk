@@ -16,41 +16,57 @@ rule explain:
             caption="../../report/attributions.rst",
             category="{cs}",
             subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution maps"},
+            labels={
+                "model": "{model}",
+                "fold": "{fold}",
+                "figure": "attribution maps",
+            },
         ),
         faithfulness=report(
             "results/{cs}/explain/{model}/fold_{fold}/faithfulness.png",
             caption="../../report/faithfulness.rst",
             category="{cs}",
             subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution faithfulness"},
+            labels={
+                "model": "{model}",
+                "fold": "{fold}",
+                "figure": "attribution faithfulness",
+            },
         ),
         sanity=report(
             "results/{cs}/explain/{model}/fold_{fold}/sanity.png",
             caption="../../report/sanity.rst",
             category="{cs}",
             subcategory="{model}",
-            labels={"model": "{model}", "fold": "{fold}", "figure": "attribution sanity check"},
+            labels={
+                "model": "{model}",
+                "fold": "{fold}",
+                "figure": "attribution sanity check",
+            },
         ),
-        grid_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/attributions.png"),
-        faithfulness_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/faithfulness.png"),
+        grid_summary=summary_of(
+            "results/{cs}/explain/{model}/fold_{fold}/attributions.png"
+        ),
+        faithfulness_summary=summary_of(
+            "results/{cs}/explain/{model}/fold_{fold}/faithfulness.png"
+        ),
         sanity_summary=summary_of("results/{cs}/explain/{model}/fold_{fold}/sanity.png"),
         summary="results/{cs}/explain/{model}/fold_{fold}/explain.json",
-    params:
-        model=lambda wc: model_config(wc.cs, wc.model),
-        explain=lambda wc: CASESTUDIES[wc.cs].get("explain", {}),
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/explain/{model}/fold_{fold}.log",
     benchmark:
         "results/{cs}/benchmarks/explain/{model}/fold_{fold}.tsv"
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     group:
         "inference"
     threads: rule_threads("explain")
     resources:
         **rule_resources("explain"),
+    params:
+        model=lambda wc: model_config(wc.cs, wc.model),
+        explain=lambda wc: CASESTUDIES[wc.cs].get("explain", {}),
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     script:
         "../../../scripts/explain.py"

@@ -15,24 +15,29 @@ rule figure_samples:
             labels={"figure": "sample images"},
         ),
         summary=summary_of("results/{cs}/figures/samples.png"),
-    params:
-        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/figures/samples.log",
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     threads: rule_threads("figure_samples")
     resources:
         **rule_resources("figure_samples"),
+    params:
+        class_names=lambda wc: CASESTUDIES[wc.cs]["class_names"],
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     script:
         "../../../scripts/figure_samples.py"
 
 
 rule summarize:
     input:
-        crossval=lambda wc: [f"results/{wc.cs}/crossval/{m}/crossval.json" for m in model_names(wc.cs)],
-        explain=lambda wc: [f"results/{wc.cs}/explain/{m}/fold_{f}/explain.json" for m, f in first_runs(wc.cs)],
+        crossval=lambda wc: [
+            f"results/{wc.cs}/crossval/{m}/crossval.json" for m in model_names(wc.cs)
+        ],
+        explain=lambda wc: [
+            f"results/{wc.cs}/explain/{m}/fold_{f}/explain.json"
+            for m, f in first_runs(wc.cs)
+        ],
         selection="results/{cs}/validation/selection.json",
     output:
         figure=report(
@@ -52,15 +57,15 @@ rule summarize:
         figure_summary=summary_of("results/{cs}/figures/model_comparison.png"),
         table_summary=summary_of("results/{cs}/summary.html"),
         tsv="results/{cs}/summary.tsv",
-    params:
-        models=lambda wc: model_names(wc.cs),
-        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/figures/summary.log",
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     threads: rule_threads("summarize")
     resources:
         **rule_resources("summarize"),
+    params:
+        models=lambda wc: model_names(wc.cs),
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
     script:
         "../../../scripts/summarize.py"

@@ -8,16 +8,16 @@ rule preprocess:
         images="results/{cs}/preprocess/images.npy",
         masks="results/{cs}/preprocess/masks.npy",
         index="results/{cs}/preprocess/index.tsv",
-    params:
-        preprocess=lambda wc: CASESTUDIES[wc.cs]["preprocess"],
-    wildcard_constraints:
-        cs=CLASSIFICATION_CS,
     log:
         "logs/{cs}/preprocess.log",
     benchmark:
         "results/{cs}/benchmarks/preprocess.tsv"
+    wildcard_constraints:
+        cs=CLASSIFICATION_CS,
     threads: rule_threads("preprocess")
     resources:
         **rule_resources("preprocess"),
+    params:
+        preprocess=lambda wc: CASESTUDIES[wc.cs]["preprocess"],
     script:
         "../../../scripts/preprocess.py"

@@ -131,7 +131,9 @@ def occlusion(
     positive part: where hiding the image lowers the evidence for the target.
     """
     size = min(int(mask_size), *images.shape[2:])  # MONAI refuses a patch larger than the image
-    occ = OcclusionSensitivity(model, mask_size=size, n_batch=n_batch, verbose=False, mode=0.0, overlap=float(overlap), activate=probabilities)
+    occ = OcclusionSensitivity(
+        model, mask_size=size, n_batch=n_batch, verbose=False, mode=0.0, overlap=float(overlap), activate=probabilities
+    )
     maps = []
     with attribution_mode(model), torch.no_grad(), warnings.catch_warnings():
         # MONAI 1.6.1 indexes with lists, which torch deprecates: noise in the rule's log
@@ -230,5 +232,7 @@ def explain(
             raise ValueError(f"{name} needs the network's target layer (casebook.tasks.classification.networks.cam_layer)")
         kwargs["layer"] = layer
     targets = [int(t) for t in targets]
-    chunks = [METHODS[name](model, images[i : i + batch_size], targets[i : i + batch_size], **kwargs) for i in range(0, len(images), batch_size)]
+    chunks = [
+        METHODS[name](model, images[i : i + batch_size], targets[i : i + batch_size], **kwargs) for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros((0, 1, *images.shape[2:]), dtype=np.float32)

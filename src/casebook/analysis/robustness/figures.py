@@ -81,6 +81,14 @@ def plot_perturbation_examples(examples: dict[str, list[tuple[float, np.ndarray]
         for ax, (severity, image) in zip(row, examples[name]):
             ax.imshow(image[view], cmap="gray", vmin=vmin, vmax=vmax)
             ax.set_title(f"{severity:g}", fontsize=8)
-        row[0].text(-0.08, 0.5, f"{name.replace('_', ' ')}\n({UNITS.get(name, 'severity')})", transform=row[0].transAxes, ha="right", va="center", fontsize=7)
+        row[0].text(
+            -0.08,
+            0.5,
+            f"{name.replace('_', ' ')}\n({UNITS.get(name, 'severity')})",
+            transform=row[0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)

@@ -20,7 +20,9 @@ def test_subset(ids: list[str], max_images: int | None, seed: int) -> list[str]:
     return [ids[i] for i in picked]
 
 
-def write_sweep(table: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, str], *, wildcards, metric: str, margin: float, title: str) -> None:
+def write_sweep(
+    table: pd.DataFrame, summary: dict[str, Any], outputs: dict[str, str], *, wildcards, metric: str, margin: float, title: str
+) -> None:
     """The table (TSV), the summary (strict JSON) and the curves figure of one sweep,
     classification or segmentation alike."""
     with atomic_path(outputs["table"]) as tmp:

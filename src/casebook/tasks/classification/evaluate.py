@@ -65,7 +65,12 @@ def evaluate_stage(
     splits = read_json(inputs["splits"])
     device = select_device(model_cfg.get("device", "auto"))
     model = load_model(
-        inputs["model"], model_cfg["network"], spatial_dims=images.ndim - 2, in_channels=images.shape[1], num_classes=n_classes, device=device
+        inputs["model"],
+        model_cfg["network"],
+        spatial_dims=images.ndim - 2,
+        in_channels=images.shape[1],
+        num_classes=n_classes,
+        device=device,
     )
     batch = int(model_cfg["train"].get("batch_size", 32)) * 2
     tables = {}

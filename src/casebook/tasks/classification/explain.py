@@ -86,7 +86,8 @@ def method_settings(name: str, cfg: dict[str, Any], seed: int) -> dict[str, Any]
 def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
     """Up to ``per_class`` test images of each true class, drawn with a seed."""
     parts = [
-        group.sample(n=min(per_class, len(group)), random_state=seed).sort_values("image_id") for _, group in predictions.groupby("label", sort=True)
+        group.sample(n=min(per_class, len(group)), random_state=seed).sort_values("image_id")
+        for _, group in predictions.groupby("label", sort=True)
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -148,7 +149,9 @@ def positive_class_maps(model, x, targets, maps, positive: int, cfg, layer, seed
     for name, m in maps.items():
         out[name] = m.copy()
         if redo:
-            out[name][redo] = explain(name, model, x[redo], [positive] * len(redo), method_settings(name, cfg, seed), layer, ATTRIBUTION_BATCH)
+            out[name][redo] = explain(
+                name, model, x[redo], [positive] * len(redo), method_settings(name, cfg, seed), layer, ATTRIBUTION_BATCH
+            )
     return out
 
 

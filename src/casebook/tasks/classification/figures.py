@@ -52,7 +52,9 @@ def plot_confusion(predictions: pd.DataFrame, threshold: float, class_names: Seq
     save_figure(fig, path)
 
 
-def plot_model_comparison(metrics: dict[str, dict[str, Any]], title: str, path, keys=("auc", "balanced_accuracy", "sensitivity", "specificity")) -> None:
+def plot_model_comparison(
+    metrics: dict[str, dict[str, Any]], title: str, path, keys=("auc", "balanced_accuracy", "sensitivity", "specificity")
+) -> None:
     """Forest plot: each model's test metrics with 95% CIs."""
     names = list(metrics)
     fig, axes = plt.subplots(
@@ -70,7 +72,9 @@ def plot_model_comparison(metrics: dict[str, dict[str, Any]], title: str, path, 
     save_figure(fig, path)
 
 
-def summarize_stage(models: Sequence[str], crossval_paths, explain_paths, selection_path, outputs: dict[str, str], *, title: str) -> pd.DataFrame:
+def summarize_stage(
+    models: Sequence[str], crossval_paths, explain_paths, selection_path, outputs: dict[str, str], *, title: str
+) -> pd.DataFrame:
     """The summarize rule: one row per model (its fold ensemble's test metrics, its
     cross-validation, calibration and explanation scores), a TSV, an HTML table and a
     forest plot. The model selected on validation data is marked."""
@@ -96,7 +100,9 @@ def summarize_stage(models: Sequence[str], crossval_paths, explain_paths, select
         table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
     with atomic_path(outputs["table"]) as tmp:
         tmp.write_text(_html_table(table, title))
-    plot_model_comparison({r["model"] + (" (selected)" if r["selected"] else ""): r for r in rows}, f"{title}: test metrics (95% CI)", outputs["figure"])
+    plot_model_comparison(
+        {r["model"] + (" (selected)" if r["selected"] else ""): r for r in rows}, f"{title}: test metrics (95% CI)", outputs["figure"]
+    )
     return table
 
 
@@ -111,13 +117,15 @@ def _html_table(table: pd.DataFrame, title: str) -> str:
     """Metrics with their CIs as one readable cell each."""
     shown = pd.DataFrame({"model": [m + (" *" if s else "") for m, s in zip(table["model"], table["selected"])]})
     shown["CV AUC mean +/- sd (folds)"] = [
-        f"{r.cv_auc_mean:.3f} +/- {r.cv_auc_sd:.3f} ({r.n_folds})" if r.n_folds > 1 else f"{r.cv_auc_mean:.3f} (1)" for r in table.itertuples()
+        f"{r.cv_auc_mean:.3f} +/- {r.cv_auc_sd:.3f} ({r.n_folds})" if r.n_folds > 1 else f"{r.cv_auc_mean:.3f} (1)"
+        for r in table.itertuples()
     ]
     shown["out-of-fold AUC"] = table["oof_auc"].map(_cell)
     shown["test AUC (bootstrap CI)"] = [_cell(r["auc"], r["auc_ci_low"], r["auc_ci_high"]) for _, r in table.iterrows()]
     if "auc_delong_ci_low" in table:
         shown["test AUC DeLong CI"] = [
-            "-" if pd.isna(r["auc_delong_ci_low"]) else f"{r['auc_delong_ci_low']:.3f}-{r['auc_delong_ci_high']:.3f}" for _, r in table.iterrows()
+            "-" if pd.isna(r["auc_delong_ci_low"]) else f"{r['auc_delong_ci_low']:.3f}-{r['auc_delong_ci_high']:.3f}"
+            for _, r in table.iterrows()
         ]
     for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"):
         shown[key.replace("_", " ")] = [_cell(r[key], r[key + "_ci_low"], r[key + "_ci_high"]) for _, r in table.iterrows()]

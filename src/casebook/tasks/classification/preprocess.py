@@ -87,7 +87,12 @@ def intensity_transform(cfg: dict[str, Any]) -> tio.Transform:
         # (the same mean and sd for every image, so HU keep their meaning across scans)
         low, high = cfg["clip"]
         std = max(float(cfg["std"]), 1e-8)
-        return tio.Compose([tio.Clamp(out_min=low, out_max=high), tio.Lambda(partial(_standardize, mean=float(cfg["mean"]), std=std), types_to_apply=[tio.INTENSITY])])
+        return tio.Compose(
+            [
+                tio.Clamp(out_min=low, out_max=high),
+                tio.Lambda(partial(_standardize, mean=float(cfg["mean"]), std=std), types_to_apply=[tio.INTENSITY]),
+            ]
+        )
     if method == "minmax":
         return tio.RescaleIntensity(out_min_max=(0, 1))
     if method == "window":

@@ -109,7 +109,12 @@ def robustness_stage(
     # by default: keep it within the job's threads, as torch is
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, torch.get_num_threads()))
     model = load_model(
-        inputs["model"], model_cfg["network"], spatial_dims=test.ndim - 2, in_channels=test.shape[1], num_classes=len(class_names), device=device
+        inputs["model"],
+        model_cfg["network"],
+        spatial_dims=test.ndim - 2,
+        in_channels=test.shape[1],
+        num_classes=len(class_names),
+        device=device,
     )
     batch = int(model_cfg["train"].get("batch_size", 32)) * 2
     table = sweep(model, test, labels, severities, metric=metric, threshold=threshold, seed=seed, device=device, batch_size=batch)
@@ -126,7 +131,15 @@ def robustness_stage(
         "n_positive": int((labels == 1).sum()),
         "seed": seed,
     }
-    write_sweep(table, summary, outputs, wildcards=wildcards, metric=metric, margin=margin, title=f"{title}: {metric.replace('_', ' ')} under perturbation")
+    write_sweep(
+        table,
+        summary,
+        outputs,
+        wildcards=wildcards,
+        metric=metric,
+        margin=margin,
+        title=f"{title}: {metric.replace('_', ' ')} under perturbation",
+    )
     figures.plot_perturbation_examples(
         _examples(test, labels, severities, seed), f"{title}: test image {ids[_example_index(labels)]}", outputs["examples"]
     )
@@ -139,7 +152,9 @@ def _example_index(labels: np.ndarray) -> int:
     return int(positive[0]) if len(positive) else 0
 
 
-def _examples(test: np.ndarray, labels: np.ndarray, severities: dict[str, list[float]], seed: int) -> dict[str, list[tuple[float, np.ndarray]]]:
+def _examples(
+    test: np.ndarray, labels: np.ndarray, severities: dict[str, list[float]], seed: int
+) -> dict[str, list[tuple[float, np.ndarray]]]:
     """One test image at each severity, perturbed with the seed it had in the sweep, so
     the figure shows exactly what the model saw."""
     i = _example_index(labels)

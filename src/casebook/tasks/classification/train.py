@@ -163,7 +163,9 @@ def _fit(cfg, *, ddp, images_path, index_path, splits_path, fold, out_dir, num_c
         columns=HISTORY_COLUMNS,
         generator=train_loader.generator,
     )
-    state = run_epochs(trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc=f"train fold {fold}", on_epoch_end=on_epoch_end, ddp=ddp)
+    state = run_epochs(
+        trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc=f"train fold {fold}", on_epoch_end=on_epoch_end, ddp=ddp
+    )
     if ddp and not ddp.is_main:
         return ddp.broadcast(None)  # rank 0's summary, once it has written the outputs
     summary = {

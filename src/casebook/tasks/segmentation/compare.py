@@ -30,7 +30,9 @@ def paired_tests(tables: dict[str, pd.DataFrame], metric: str = "dice") -> pd.Da
     return pd.DataFrame(rows)
 
 
-def compare_stage(runs: Sequence[str], per_case_paths: Sequence[str], metrics_paths: Sequence[str], outputs: dict[str, str], *, title: str) -> pd.DataFrame:
+def compare_stage(
+    runs: Sequence[str], per_case_paths: Sequence[str], metrics_paths: Sequence[str], outputs: dict[str, str], *, title: str
+) -> pd.DataFrame:
     """The summarize_seg rule: boxplots, the comparison table (PNG, HTML, TSV) and the
     paired tests, for the runs (``model/fold_k``) of one case study."""
     tables = {run: pd.read_csv(path, sep="\t", dtype={"case_id": str}) for run, path in zip(runs, per_case_paths)}

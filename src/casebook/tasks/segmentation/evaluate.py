@@ -48,7 +48,9 @@ def regions_of(cfg: dict[str, Any], seg_plan: dict[str, Any]) -> dict[str, list[
     for name, values in regions.items():
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"evaluate.regions.{name}: label value(s) {unknown} are not foreground labels of this case study {sorted(known)}")
+            raise ValueError(
+                f"evaluate.regions.{name}: label value(s) {unknown} are not foreground labels of this case study {sorted(known)}"
+            )
     volume = cfg.get("volume_region")
     if volume and volume not in regions:
         raise ValueError(f"evaluate.volume_region {volume!r} is not one of the regions {sorted(regions)}")
@@ -118,7 +120,9 @@ def overlay_cases(table: pd.DataFrame, data_dir: Path, manifest: pd.DataFrame, p
     return cases
 
 
-def segment_test_cases(model, patch, seg_plan, cfg, *, case_ids, cases_dir: Path, data_dir: Path, manifest: pd.DataFrame, predictions_dir: Path, regions) -> pd.DataFrame:
+def segment_test_cases(
+    model, patch, seg_plan, cfg, *, case_ids, cases_dir: Path, data_dir: Path, manifest: pd.DataFrame, predictions_dir: Path, regions
+) -> pd.DataFrame:
     """Segment, map back, write and score every test case; the per-case table."""
     rows = manifest.set_index("image_id")
     predictions_dir.mkdir(parents=True, exist_ok=True)
@@ -135,12 +139,23 @@ def segment_test_cases(model, patch, seg_plan, cfg, *, case_ids, cases_dir: Path
         write_prediction(prediction, reference, predictions_dir / f"{case_id}.nii.gz")
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(data_dir / rows.loc[case_id, "mask"])))
         spacing = list(reference.GetSpacing())[::-1]  # array order, as the metrics take it
-        for row in case_metrics(sitk.GetArrayViewFromImage(prediction), truth, spacing, regions, nsd_tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0))):
+        for row in case_metrics(
+            sitk.GetArrayViewFromImage(prediction), truth, spacing, regions, nsd_tolerance_mm=float(cfg.get("nsd_tolerance_mm", 2.0))
+        ):
             table.append({"case_id": case_id, "patient_id": rows.loc[case_id, "patient_id"], **row})
     return pd.DataFrame(table)
 
 
-def evaluate_stage(model_cfg: dict[str, Any], cfg: dict[str, Any], *, inputs: dict[str, str], outputs: dict[str, str], fold: int, title: str, wildcards: dict[str, str] | None = None) -> dict[str, Any]:
+def evaluate_stage(
+    model_cfg: dict[str, Any],
+    cfg: dict[str, Any],
+    *,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    fold: int,
+    title: str,
+    wildcards: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The evaluate_seg rule: predictions in the original geometry, per-case metrics,
     ``metrics.json`` with CIs and the volume read-out, overlays and the Bland-Altman plot."""
     started, code = provenance.now(), provenance.code_state()
@@ -158,13 +173,29 @@ def evaluate_stage(model_cfg: dict[str, Any], cfg: dict[str, Any], *, inputs: di
     )  # fmt: skip
     with atomic_path(outputs["per_case"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    metrics = summarize_cases(table, n_boot=int(cfg.get("n_bootstrap", 1000)), level=float(cfg.get("ci_level", 0.95)), seed=int(model_cfg.get("seed", 0)))
+    metrics = summarize_cases(
+        table, n_boot=int(cfg.get("n_bootstrap", 1000)), level=float(cfg.get("ci_level", 0.95)), seed=int(model_cfg.get("seed", 0))
+    )
     volume_region = cfg.get("volume_region") or next(iter(regions))
     part = table[table["region"] == volume_region]
     agreement = bland_altman(part["volume_true_ml"].to_numpy(), part["volume_pred_ml"].to_numpy())
-    metrics.update(task="segmentation", metrics=list(CASE_METRICS), region_labels=regions, volume={"region": volume_region, **agreement}, patch_size=patch, n_test_cases=int(table["case_id"].nunique()))
+    metrics.update(
+        task="segmentation",
+        metrics=list(CASE_METRICS),
+        region_labels=regions,
+        volume={"region": volume_region, **agreement},
+        patch_size=patch,
+        n_test_cases=int(table["case_id"].nunique()),
+    )
     write_json(outputs["metrics"], metrics)
-    figures.plot_bland_altman(part["volume_true_ml"].to_numpy(), part["volume_pred_ml"].to_numpy(), agreement, title, outputs["bland_altman"], region=volume_region)
+    figures.plot_bland_altman(
+        part["volume_true_ml"].to_numpy(),
+        part["volume_pred_ml"].to_numpy(),
+        agreement,
+        title,
+        outputs["bland_altman"],
+        region=volume_region,
+    )
     names = {int(v): n for v, n in zip(seg_plan["label_values"], seg_plan["class_names"])}
     cases = overlay_cases(table, data_dir, manifest, Path(outputs["predictions"]), display_channel(cfg, seg_plan))
     figures.plot_overlays(cases, title, outputs["overlays"], label_names=names)

@@ -50,8 +50,9 @@ def plot_bland_altman(true_ml, pred_ml, stats: dict, title: str, path: str | Pat
         if np.isnan(value):  # one case: no SD, so no limits of agreement
             continue
         ax_ba.axhline(value, c="C3", ls=style, lw=1)
-        ax_ba.annotate(f"{name}: {value:.2f} ml", (1.0, value), xycoords=("axes fraction", "data"),
-                       ha="right", va="bottom", fontsize=8, color="C3")
+        ax_ba.annotate(
+            f"{name}: {value:.2f} ml", (1.0, value), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8, color="C3"
+        )
     ax_ba.axhline(0, c="grey", lw=0.5)
     ax_ba.set(xlabel="mean of true and predicted (ml)", ylabel="predicted - true (ml)", title=f"{region}: Bland-Altman")
     fig.suptitle(title)

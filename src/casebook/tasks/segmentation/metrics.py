@@ -110,9 +110,7 @@ def mask_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], 
         hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing_mm)
         # Distances are computed with the spacing, so the threshold is in mm (despite the
         # MONAI docstring's "pixels").
-        nsd = compute_surface_dice(
-            y_pred, y, class_thresholds=[float(nsd_tolerance_mm)], include_background=True, spacing=spacing_mm
-        )
+        nsd = compute_surface_dice(y_pred, y, class_thresholds=[float(nsd_tolerance_mm)], include_background=True, spacing=spacing_mm)
     return {"dice": float(dice), "iou": float(iou), "hd95": float(hd95), "nsd": float(nsd)}
 
 
@@ -194,8 +192,7 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
         groups = rows["patient_id" if "patient_id" in rows.columns else "case_id"].to_numpy()
         cis = bootstrap_ci(values, values, groups, _nanmean_columns, n_boot=n_boot, level=level, seed=seed)
         regions[str(region)] = {
-            metric: _metric_summary(values[:, j], cis.get(j, (float("nan"), float("nan"))))
-            for j, metric in enumerate(CASE_METRICS)
+            metric: _metric_summary(values[:, j], cis.get(j, (float("nan"), float("nan")))) for j, metric in enumerate(CASE_METRICS)
         }
     region_dice = [m["dice"]["mean"] for m in regions.values() if not np.isnan(m["dice"]["mean"])]
     return {

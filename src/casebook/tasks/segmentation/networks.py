@@ -193,10 +193,7 @@ def check_patch_size(
     bad = [axis for axis, (p, d) in enumerate(zip(patch_size, divisor)) if p % d]
     if bad:
         needed = ", ".join(f"axis {axis} must be a multiple of {divisor[axis]}" for axis in bad)
-        raise ValueError(
-            f"network {name!r} cannot take patch size {tuple(patch_size)}: {needed} "
-            f"(its downsampling per axis is {divisor})"
-        )
+        raise ValueError(f"network {name!r} cannot take patch size {tuple(patch_size)}: {needed} (its downsampling per axis is {divisor})")
     _check_depth(spec, patch_size, divisor, spacing)
 
 

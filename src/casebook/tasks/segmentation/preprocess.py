@@ -238,7 +238,7 @@ def to_original(probs: np.ndarray, geometry: dict[str, list[float]], reference: 
 
 def pad_to(array: np.ndarray, shape: Sequence[int], value: float = 0.0) -> np.ndarray:
     """Pad the trailing spatial axes of ``array`` at their end up to at least ``shape``."""
-    spatial = array.shape[-len(shape):]
+    spatial = array.shape[-len(shape) :]
     extra = [max(0, int(p) - int(s)) for s, p in zip(spatial, shape)]
     if not any(extra):
         return array

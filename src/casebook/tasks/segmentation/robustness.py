@@ -122,7 +122,13 @@ def sweep_cases(
     def row(name: str, severity: float, key: tuple[str, float]) -> dict[str, Any]:
         per_case = pd.DataFrame(scores[key], columns=list(regions))
         by_region = {f"{METRIC}_{r}": float(per_case[r].mean()) for r in regions}
-        return {"perturbation": name, "severity": severity, METRIC: float(per_case.mean(axis=1).mean()), **by_region, "n_images": len(cases)}
+        return {
+            "perturbation": name,
+            "severity": severity,
+            METRIC: float(per_case.mean(axis=1).mean()),
+            **by_region,
+            "n_images": len(cases),
+        }
 
     rows = []
     for name in severities:
@@ -133,8 +139,7 @@ def sweep_cases(
         part = table[(table["perturbation"] == name) & (table["severity"] == severity)]
         log.info("%s %g: Dice %.4f (clean %.4f)", name, severity, part[METRIC].iloc[0], table[METRIC].iloc[0])
     shown = {
-        name: [(IDENTITY[name], examples[("clean", 0.0)])] + [(s, examples[(n, s)]) for n, s in steps if n == name]
-        for name in severities
+        name: [(IDENTITY[name], examples[("clean", 0.0)])] + [(s, examples[(n, s)]) for n, s in steps if n == name] for name in severities
     }
     return table, shown
 
@@ -221,6 +226,8 @@ def robustness_seg_stage(
     }
     write_sweep(table, summary, outputs, wildcards=wildcards, metric=METRIC, margin=margin, title=f"{title}: mean Dice under perturbation")
     channel = (seg_plan.get("channel_names") or ["channel 0"])[0]
-    figures.plot_perturbation_examples(examples, f"{title}: test case {ids[0]} ({channel}; the axial slice with the most foreground)", outputs["examples"])
+    figures.plot_perturbation_examples(
+        examples, f"{title}: test case {ids[0]} ({channel}; the axial slice with the most foreground)", outputs["examples"]
+    )
     log.info("clean mean Dice %.3f over %d cases; breakdown %s", summary["clean"], len(ids), summary["breakdown"])
     return summary

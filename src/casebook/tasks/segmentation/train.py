@@ -87,7 +87,9 @@ def patch_loader(subjects: list[tio.Subject], patch: list[int], cfg: dict[str, A
     """Batches of patches from a TorchIO queue (one epoch = samples_per_volume patches
     of every training case)."""
     per_volume = int(cfg.get("samples_per_volume", 8))
-    sampler = tio.LabelSampler(patch, label_name="label", label_probabilities=label_probabilities(n_classes, cfg.get("foreground_probability", 0.5)))
+    sampler = tio.LabelSampler(
+        patch, label_name="label", label_probabilities=label_probabilities(n_classes, cfg.get("foreground_probability", 0.5))
+    )
     queue = tio.Queue(
         tio.SubjectsDataset(subjects, transform=transform),
         max_length=max(per_volume, int(cfg.get("queue_length", 4 * per_volume))),
@@ -119,7 +121,9 @@ def train_epoch(model, loader, optimizer, loss_fn, device, amp: bool) -> float:
     return total / max(count, 1)
 
 
-def validate(model, cases_dir: Path, case_ids: list[str], patch: list[int], n_classes: int, loss_fn, cfg: dict[str, Any], amp: bool) -> tuple[float, float]:
+def validate(
+    model, cases_dir: Path, case_ids: list[str], patch: list[int], n_classes: int, loss_fn, cfg: dict[str, Any], amp: bool
+) -> tuple[float, float]:
     """Mean loss and mean foreground Dice over whole validation cases (sliding window).
 
     The per-case scores are reduced here, not by ``DiceMetric.aggregate``: under data
@@ -130,7 +134,9 @@ def validate(model, cases_dir: Path, case_ids: list[str], patch: list[int], n_cl
     for case_id in case_ids:
         image = torch.from_numpy(np.load(cases_dir / f"{case_id}.npy"))[None]
         label = torch.from_numpy(np.load(cases_dir / f"{case_id}_label.npy").astype(np.int64))[None, None]
-        logits = predict_logits(model, image, patch, overlap=cfg.get("sw_overlap", 0.5), sw_batch_size=cfg.get("sw_batch_size", 2), amp=amp).cpu()
+        logits = predict_logits(
+            model, image, patch, overlap=cfg.get("sw_overlap", 0.5), sw_batch_size=cfg.get("sw_batch_size", 2), amp=amp
+        ).cpu()
         losses.append(float(loss_fn(logits, label)))
         pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
         scores.append(dice(pred, one_hot(label, n_classes)))
@@ -176,7 +182,9 @@ def _fit(cfg, *, ddp, cases_dir, seg_plan, splits, fold, out_dir, resume_key, on
     in_channels = len(seg_plan.get("channel_names") or [0])
     patch = model_patch_size(cfg["network"], seg_plan, scfg)
     spacing = seg_plan["spacing_array_order"]
-    model = build_seg_network(cfg["network"], spatial_dims=len(patch), in_channels=in_channels, out_channels=n_classes, patch_size=patch, spacing=spacing).to(device)
+    model = build_seg_network(
+        cfg["network"], spatial_dims=len(patch), in_channels=in_channels, out_channels=n_classes, patch_size=patch, spacing=spacing
+    ).to(device)
     split = {part: labelled(split[part], seg_plan, part) for part in ("train", "val")}
     train_ids = split["train"]
     if ddp:  # this rank's share of the cases and of each batch
@@ -206,7 +214,9 @@ def _fit(cfg, *, ddp, cases_dir, seg_plan, splits, fold, out_dir, resume_key, on
         columns=HISTORY_COLUMNS,
         best_extra={"patch_size": patch},
     )
-    state = run_epochs(trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc=f"train fold {fold}", on_epoch_end=on_epoch_end, ddp=ddp)
+    state = run_epochs(
+        trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc=f"train fold {fold}", on_epoch_end=on_epoch_end, ddp=ddp
+    )
     if ddp and not ddp.is_main:
         return ddp.broadcast(None)  # rank 0's summary, once it has written the outputs
     summary = {
@@ -259,7 +269,9 @@ def load_seg_model(path: str | Path, network: dict[str, Any], seg_plan: dict[str
     return model.to(device).eval(), patch
 
 
-def model_card(*, name: str, cfg: dict[str, Any], summary: dict[str, Any], seg_plan: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+def model_card(
+    *, name: str, cfg: dict[str, Any], summary: dict[str, Any], seg_plan: dict[str, Any], versions: dict[str, str]
+) -> dict[str, Any]:
     """The ``metadata.json`` model card of a segmentation model (as a MONAI bundle's)."""
     return {
         "name": name,
@@ -279,7 +291,11 @@ def model_card(*, name: str, cfg: dict[str, Any], summary: dict[str, Any], seg_p
                 "intensity": seg_plan["intensity"],
             },
         },
-        "output": {"type": "softmax probabilities per class", "class_names": seg_plan["class_names"], "label_values": seg_plan["label_values"]},
+        "output": {
+            "type": "softmax probabilities per class",
+            "class_names": seg_plan["class_names"],
+            "label_values": seg_plan["label_values"],
+        },
         "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
         "augmentation": cfg.get("augment") or {},
         "metrics": {"best_val_dice": summary["best_val_dice"], "best_epoch": summary["best_epoch"]},

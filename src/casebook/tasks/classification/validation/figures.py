@@ -26,9 +26,7 @@ def plot_reliability(curves: dict[str, dict], title: str, path: str | Path) -> N
     """Reliability diagram of one or more runs (``curves``: run name -> calibration()),
     observed frequency against mean predicted probability per bin with the diagonal,
     and the number of predictions per bin underneath."""
-    fig, (ax, ax_hist) = plt.subplots(
-        2, 1, figsize=(4.8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, layout="constrained"
-    )
+    fig, (ax, ax_hist) = plt.subplots(2, 1, figsize=(4.8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
     kinds = set()
     for i, (name, result) in enumerate(curves.items()):

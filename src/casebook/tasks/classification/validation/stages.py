@@ -46,20 +46,29 @@ def select_stage(models: Sequence[str], oof_paths, cfg: dict[str, Any], output: 
     return choice
 
 
-def compare_stage(models: Sequence[str], test_paths, selection_path, cfg: dict[str, Any], outputs: dict[str, str], *, title: str, seed: int):
+def compare_stage(
+    models: Sequence[str], test_paths, selection_path, cfg: dict[str, Any], outputs: dict[str, str], *, title: str, seed: int
+):
     """compare_models: paired tests of every model pair on the test set, and their figure."""
     from casebook.tasks.classification.validation import figures
     from casebook.tasks.classification.validation.compare import pairwise_comparisons
     from casebook.tasks.classification.validation.crossval import read_predictions
 
-    table = pairwise_comparisons({m: read_predictions(p) for m, p in zip(models, test_paths)}, n_boot=int(cfg.get("n_bootstrap", 1000)), level=float(cfg.get("ci_level", 0.95)), seed=seed)
+    table = pairwise_comparisons(
+        {m: read_predictions(p) for m, p in zip(models, test_paths)},
+        n_boot=int(cfg.get("n_bootstrap", 1000)),
+        level=float(cfg.get("ci_level", 0.95)),
+        seed=seed,
+    )
     selected = read_json(selection_path)["selected"]
     write_tsv(table, outputs["table"])
     figures.plot_pairwise(table, f"{title}: paired AUC differences on the test set (selected on validation: {selected})", outputs["figure"])
     return table
 
 
-def subgroups_stage(models, test_paths, crossval_paths, manifest_path, cfg: dict[str, Any], outputs: dict[str, str], *, title: str, seed: int):
+def subgroups_stage(
+    models, test_paths, crossval_paths, manifest_path, cfg: dict[str, Any], outputs: dict[str, str], *, title: str, seed: int
+):
     """subgroups: test metrics per group of each manifest column in evaluate.subgroups."""
     from casebook.layout import read_manifest
     from casebook.tasks.classification.validation import figures
@@ -84,8 +93,8 @@ def validation_figures_stage(models, crossval_paths, outputs: dict[str, str], *,
     summaries = {m: read_json(p) for m, p in zip(models, crossval_paths)}
     per_fold = pd.DataFrame([{"model": m, **row} for m, s in summaries.items() for row in s["per_fold"]])
     pooled = {m: s["out_of_fold"] for m, s in summaries.items()}
-    figures.plot_fold_spread(per_fold, pooled, SPREAD_METRICS, f"{title}: validation metrics per fold and pooled out of fold", outputs["fold_spread"])
+    figures.plot_fold_spread(
+        per_fold, pooled, SPREAD_METRICS, f"{title}: validation metrics per fold and pooled out of fold", outputs["fold_spread"]
+    )
     curves = {f"{m} ({s['test_model'].split(',')[0]})": s["calibration"]["test"] for m, s in summaries.items()}
     figures.plot_reliability(curves, f"{title}: calibration on the test set", outputs["reliability"])
-
-
