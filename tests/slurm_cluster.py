@@ -58,8 +58,19 @@ _CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
 
 #: Job states after which a job will not change any more.
 TERMINAL_STATES = frozenset(
-    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-     "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
 )
 
 _SHOW_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w:/.\-]*)=(.*?)(?=\s[A-Za-z][\w:/.\-]*=|\s*$)")
@@ -108,9 +119,7 @@ class SlurmCluster:
         self._logs: list = []  # open log files of the daemons
         # Clients find the cluster through SLURM_CONF. Inherited SLURM_* variables (e.g. when
         # the tests themselves run inside a SLURM job) would redirect or confuse them: drop them.
-        self.env: dict[str, str] = {
-            k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SQUEUE_"))
-        }
+        self.env: dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SQUEUE_"))}
         self.env["SLURM_CONF"] = str(self.conf)
         # Snakemake's jobstep executor strips every SLURM_* variable (SLURM_CONF included)
         # before its nested srun, which then looks for /etc/slurm/slurm.conf: wrappers that
@@ -138,11 +147,9 @@ class SlurmCluster:
     @staticmethod
     def node_hardware() -> dict[str, str]:
         """The node layout from ``slurmd -C``; spelled out in slurm.conf or the node drains."""
-        out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, check=True).stdout
         fields = dict(kv.split("=", 1) for kv in out.splitlines()[0].split() if "=" in kv)
-        return {k: fields[k] for k in
-                ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory")}
+        return {k: fields[k] for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory")}
 
     def write_client_wrappers(self) -> None:
         """``bin/<client>``: the real SLURM client, always pointed at this cluster's config."""
@@ -219,9 +226,9 @@ KillWait=5
 SchedulerParameters=batch_sched_delay=0
 SlurmdTimeout=30
 GresTypes=gpu
-NodeName={self.NODE} NodeAddr=127.0.0.1 CPUs={hw['CPUs']} Boards={hw['Boards']} \
-SocketsPerBoard={hw['SocketsPerBoard']} CoresPerSocket={hw['CoresPerSocket']} \
-ThreadsPerCore={hw['ThreadsPerCore']} RealMemory={hw['RealMemory']} Gres=gpu:1 State=UNKNOWN
+NodeName={self.NODE} NodeAddr=127.0.0.1 CPUs={hw["CPUs"]} Boards={hw["Boards"]} \
+SocketsPerBoard={hw["SocketsPerBoard"]} CoresPerSocket={hw["CoresPerSocket"]} \
+ThreadsPerCore={hw["ThreadsPerCore"]} RealMemory={hw["RealMemory"]} Gres=gpu:1 State=UNKNOWN
 PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
 """)
         # A fake GPU: any existing file will do, autodetection (NVML) must be off.
@@ -237,8 +244,12 @@ PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE St
         log = open(self.logdir / f"{name}.out", "ab")
         self._logs.append(log)
         self._procs[name] = subprocess.Popen(
-            [_which(name) or name, *args], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+            [_which(name) or name, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.workdir,
         )
 
     def _check_running(self) -> None:
@@ -259,9 +270,16 @@ PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE St
             m = self.munge_dir
             # -F: stay in the foreground so the PID is ours. --force: accept a socket dir that
             # is not searchable by all (pytest tmp dirs are 0700) and running as root.
-            self._spawn("munged", "-F", "--force", f"--socket={self.munge_socket}",
-                        f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
-                        f"--log-file={self.logdir / 'munged.log'}", f"--seed-file={m / 'munged.seed'}")
+            self._spawn(
+                "munged",
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={m / 'munge.key'}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--log-file={self.logdir / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            )
             while not self.munge_socket.exists():
                 self._check_running()
                 if time.monotonic() > deadline:
@@ -406,6 +424,5 @@ PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE St
                 return state
             if time.monotonic() > deadline:
                 info = self.run("scontrol", "show", "job", str(job_id), check=False).stdout
-                raise TimeoutError(
-                    f"job {job_id} still {state} after {timeout} s\n{info}\n{self.log_tails(10)}")
+                raise TimeoutError(f"job {job_id} still {state} after {timeout} s\n{info}\n{self.log_tails(10)}")
             time.sleep(0.2)

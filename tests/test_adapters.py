@@ -137,7 +137,9 @@ PARAMS = {
 def test_case_folders_keep_channels_splits_and_brain_mask(tmp_path: Path) -> None:
     _brats_like(tmp_path / "src", {"Pat_A": "train", "Pat_B": "validation", "Pat_C": "test"})
     out = tmp_path / "data"
-    manifest = ingest("case_folders", out, class_names=["bg", "n", "e", "x", "et"], modality="MRI", root=tmp_path / "src", key=KEY, name="b", **PARAMS)
+    manifest = ingest(
+        "case_folders", out, class_names=["bg", "n", "e", "x", "et"], modality="MRI", root=tmp_path / "src", key=KEY, name="b", **PARAMS
+    )
     assert sorted(manifest["source_split"]) == ["test", "train", "val"]
     assert not manifest.to_csv().count("Pat_")
     roi = sitk.GetArrayFromImage(sitk.ReadImage(str(out / manifest["roi"][0])))
@@ -167,7 +169,9 @@ def test_the_six_real_brats_cases_ingest(tmp_path: Path) -> None:
     registry = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/datasets.yaml").read_text())
     params = registry["brats2015_deepmedic_sample"]["adapter_params"]
     out = tmp_path / "data"
-    manifest = ingest("case_folders", out, class_names=["bg", "n", "e", "ne", "et"], modality="MRI", root=BRATS, key=KEY, name="brats", **params)
+    manifest = ingest(
+        "case_folders", out, class_names=["bg", "n", "e", "ne", "et"], modality="MRI", root=BRATS, key=KEY, name="brats", **params
+    )
     assert len(manifest) == 6 and sorted(manifest["source_split"].value_counts().tolist()) == [2, 2, 2]
     image = sitk.ReadImage(str(out / manifest["image"][0]))
     assert image.GetSize() == (240, 240, 155) and image.GetNumberOfComponentsPerPixel() == 2
@@ -186,8 +190,16 @@ def test_image_folder_takes_subjects_from_paths_and_labels_from_a_table(tmp_path
             _write(np.ones((4, 5, 6), np.float32), tmp_path / f"src/sub-{subject}/{session}/anat/sub-{subject}_{session}_T1w.nii.gz")
     (tmp_path / "labels.csv").write_text("patient_id,label\nOAS1,CN\nOAS2,AD\n")
     manifest = ingest(
-        "image_folder", tmp_path / "data", class_names=["CN", "AD"], modality="MRI", root=tmp_path / "src", key=KEY, name="oasis",
-        pattern="**/anat/*_T1w.nii.gz", patient_pattern="sub-([A-Za-z0-9]+)", labels_csv=str(tmp_path / "labels.csv"),
+        "image_folder",
+        tmp_path / "data",
+        class_names=["CN", "AD"],
+        modality="MRI",
+        root=tmp_path / "src",
+        key=KEY,
+        name="oasis",
+        pattern="**/anat/*_T1w.nii.gz",
+        patient_pattern="sub-([A-Za-z0-9]+)",
+        labels_csv=str(tmp_path / "labels.csv"),
     )
     assert len(manifest) == 4 and manifest["patient_id"].nunique() == 2
     assert manifest.groupby("patient_id")["label"].nunique().eq(1).all() and set(manifest["label"]) == {0, 1}
@@ -197,7 +209,9 @@ def test_image_folder_takes_subjects_from_paths_and_labels_from_a_table(tmp_path
 def test_image_folder_subject_missing_from_the_table_is_named(tmp_path: Path) -> None:
     _write(np.ones((4, 5, 6), np.float32), tmp_path / "src/case9.nii.gz")
     (tmp_path / "labels.csv").write_text("patient_id,label\ncase1,0\n")
-    records, _, _ = image_folder_records(tmp_path / "src", key=KEY, name="x", class_names=["a", "b"], labels_csv=str(tmp_path / "labels.csv"))
+    records, _, _ = image_folder_records(
+        tmp_path / "src", key=KEY, name="x", class_names=["a", "b"], labels_csv=str(tmp_path / "labels.csv")
+    )
     with pytest.raises(AdapterError, match="case9.nii.gz: subject has no row"):
         list(records)
 
@@ -212,7 +226,16 @@ def test_find_leaks_ignores_digits_inside_checksums_and_pseudonyms(tmp_path: Pat
 def test_cases_of_one_patient_share_a_pseudonym(tmp_path: Path) -> None:
     _brats_like(tmp_path / "src", {"brats_pat0001_1": "train", "brats_pat0001_2": "train", "brats_pat0002_1": "train"})
     params = {**PARAMS, "patient_pattern": "(pat[0-9]+)"}
-    manifest = ingest("case_folders", tmp_path / "data", class_names=["bg", "n", "e", "x", "et"], modality="MRI", root=tmp_path / "src", key=KEY, name="b", **params)
+    manifest = ingest(
+        "case_folders",
+        tmp_path / "data",
+        class_names=["bg", "n", "e", "x", "et"],
+        modality="MRI",
+        root=tmp_path / "src",
+        key=KEY,
+        name="b",
+        **params,
+    )
     assert manifest["image_id"].nunique() == 3 and manifest["patient_id"].nunique() == 2
 
 

@@ -34,7 +34,13 @@ def records(tmp_path: Path) -> Path:
     _write(rec, "resources/msd/Task09_Spleen.tar", "download", {}, {"spec": spec})
     _write(rec, "resources/msd/extracted", "extract", {"resources/msd/Task09_Spleen.tar": "sha256:download"})
     _write(rec, "results/a/data", "ingest", {"resources/msd/extracted": "sha256:extract", "labels.csv": "sha256:ff"})
-    _write(rec, "results/b/data", "ingest", {}, {"ingest": {"dataset": "synthetic_cxr", "generator": "casebook.synthetic.cxr", "params": {"n_patients": 60}}})
+    _write(
+        rec,
+        "results/b/data",
+        "ingest",
+        {},
+        {"ingest": {"dataset": "synthetic_cxr", "generator": "casebook.synthetic.cxr", "params": {"n_patients": 60}}},
+    )
     _write(rec, "results/fig.png", "figure", {"results/a/data": "sha256:ingest", "results/b/data": "sha256:ingest"})
     return rec
 

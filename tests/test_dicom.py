@@ -210,9 +210,7 @@ def test_bundled_multiframe_rt_dose_uses_grid_frame_offsets(tmp_path: Path) -> N
 def test_shuffled_oblique_series_is_ordered_by_position(tmp_path: Path, rng: np.random.Generator) -> None:
     raw = _raw(rng)
     origin = (-120.0, -95.5, 30.0)
-    _, positions = _write_series(
-        tmp_path, raw, rng=rng, origin=origin, orientation=OBLIQUE, pixel_spacing=(0.5, 0.75), slice_spacing=2.5
-    )
+    _, positions = _write_series(tmp_path, raw, rng=rng, origin=origin, orientation=OBLIQUE, pixel_spacing=(0.5, 0.75), slice_spacing=2.5)
 
     image, warnings = read_series(_only_series(tmp_path), label=LABEL)
 

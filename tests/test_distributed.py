@@ -32,6 +32,7 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
+
 N_IMAGES = 48
 EPOCHS = 4
 BATCHNORM_NET = {"name": "densenet", "kwargs": {"init_features": 8, "growth_rate": 8, "block_config": [1, 1]}}

@@ -43,7 +43,9 @@ def test_segmentation_trains_data_parallel_in_two_processes(brain, tmp_path) -> 
         "device": "cpu",
     }
     try:
-        summary = fit(cfg, cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=brain["splits"], fold=0, out_dir=tmp_path, processes=2)
+        summary = fit(
+            cfg, cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=brain["splits"], fold=0, out_dir=tmp_path, processes=2
+        )
     finally:
         torch.set_num_threads(before)
     assert summary["processes"] == 2 and summary["device"] == "cpu"

@@ -13,7 +13,15 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from casebook.tasks.classification.explain import DEFAULTS, energy_in_mask, explain_stage, method_settings, pick_examples, pick_scored, settings_with_defaults
+from casebook.tasks.classification.explain import (
+    DEFAULTS,
+    energy_in_mask,
+    explain_stage,
+    method_settings,
+    pick_examples,
+    pick_scored,
+    settings_with_defaults,
+)
 from casebook.tasks.classification.networks import build_network
 
 torch.set_num_threads(1)
@@ -130,7 +138,12 @@ def test_explain_stage_end_to_end(tmp_path, randomization) -> None:
         "sanity": {"randomization": randomization},
     }
     summary = explain_stage(
-        {"network": NETWORK, "seed": 0, "device": "cpu"}, cfg, inputs=inputs, outputs=outputs, class_names=["normal", "lesion"], title="tiny"
+        {"network": NETWORK, "seed": 0, "device": "cpu"},
+        cfg,
+        inputs=inputs,
+        outputs=outputs,
+        class_names=["normal", "lesion"],
+        title="tiny",
     )
     written = json.loads(Path(outputs["summary"]).read_text())
     assert written == json.loads(json.dumps(summary))
@@ -155,7 +168,9 @@ def test_explain_stage_end_to_end(tmp_path, randomization) -> None:
 def test_explain_stage_without_masks(tmp_path) -> None:
     inputs = _write_case(tmp_path, n_images=8)
     np.save(tmp_path / "masks.npy", np.zeros((0,), dtype=np.uint8))  # the preprocess rule's "no masks"
-    outputs = {name: str(tmp_path / f"{name}.png") for name in ("grid", "faithfulness", "sanity")} | {"summary": str(tmp_path / "explain.json")}
+    outputs = {name: str(tmp_path / f"{name}.png") for name in ("grid", "faithfulness", "sanity")} | {
+        "summary": str(tmp_path / "explain.json")
+    }
     cfg = {"images_per_class": 1, "max_images": 3, "deletion_steps": 4, "methods": ["gradcam", "saliency"]}
     explain_stage({"network": NETWORK, "seed": 1, "device": "cpu"}, cfg, inputs=inputs, outputs=outputs, class_names=["a", "b"], title="t")
     written = json.loads(Path(outputs["summary"]).read_text())

@@ -38,8 +38,14 @@ def _good_set(tmp_path: Path, n: int = 3) -> Path:
         mask[1:3, 1:3, 1:3] = 1
         records.append(
             Record(
-                f"c{i}", f"p{i}", None, np.full(SHAPE, 5.0, np.float32), spacing=(1.0, 1.0, 2.0),
-                mask=mask, roi=np.ones(SHAPE, np.uint8), origin=(1.0, 2.0, 3.0),
+                f"c{i}",
+                f"p{i}",
+                None,
+                np.full(SHAPE, 5.0, np.float32),
+                spacing=(1.0, 1.0, 2.0),
+                mask=mask,
+                roi=np.ones(SHAPE, np.uint8),
+                origin=(1.0, 2.0, 3.0),
             )
         )
     return _write(tmp_path, records)
@@ -118,8 +124,13 @@ def test_fingerprint_exact_values(tmp_path):
     assert fp["anisotropy"] == 2.5
     props = fp["foreground_intensity_properties_per_channel"]["0"]
     assert props == {
-        "mean": 150.0, "std": 50.0, "median": 150.0, "min": 100.0, "max": 200.0,
-        "percentile_00_5": 100.0, "percentile_99_5": 200.0,
+        "mean": 150.0,
+        "std": 50.0,
+        "median": 150.0,
+        "min": 100.0,
+        "max": 200.0,
+        "percentile_00_5": 100.0,
+        "percentile_99_5": 200.0,
     }
     assert fp["histogram_edges"][0] == pytest.approx(np.linspace(100, 200, 11).tolist())
     c0, c1 = fp["cases"]
@@ -131,26 +142,34 @@ def test_fingerprint_exact_values(tmp_path):
     assert fp["n_cases_with_mask"] == 2
     classes = fp["class_frequencies"]
     assert classes["0"] == {
-        "name": "background", "voxels": 240 - 24, "fraction_of_voxels": 216 / 240,
-        "fraction_of_foreground": None, "fraction_of_cases": 1.0,
+        "name": "background",
+        "voxels": 240 - 24,
+        "fraction_of_voxels": 216 / 240,
+        "fraction_of_foreground": None,
+        "fraction_of_cases": 1.0,
     }
     assert classes["1"] == {
-        "name": "edema", "voxels": 20, "fraction_of_voxels": 20 / 240,
-        "fraction_of_foreground": 20 / 24, "fraction_of_cases": 1.0,
+        "name": "edema",
+        "voxels": 20,
+        "fraction_of_voxels": 20 / 240,
+        "fraction_of_foreground": 20 / 24,
+        "fraction_of_cases": 1.0,
     }
     assert classes["2"]["voxels"] == 4 and classes["2"]["fraction_of_cases"] == 0.5
     assert classes["2"]["fraction_of_foreground"] == 4 / 24
     assert classes["3"] == {
-        "name": "enhancing", "voxels": 0, "fraction_of_voxels": 0.0,
-        "fraction_of_foreground": 0.0, "fraction_of_cases": 0.0,
+        "name": "enhancing",
+        "voxels": 0,
+        "fraction_of_voxels": 0.0,
+        "fraction_of_foreground": 0.0,
+        "fraction_of_cases": 0.0,
     }
 
 
 def test_fingerprint_is_deterministic_and_samples_are_capped(tmp_path):
     rng = np.random.default_rng(1)
     records = [
-        Record(f"c{i}", f"p{i}", i % 2, rng.normal(100, 20, (8, 9, 10)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
-        for i in range(3)
+        Record(f"c{i}", f"p{i}", i % 2, rng.normal(100, 20, (8, 9, 10)).astype(np.float32), spacing=(1.0, 1.0, 1.0)) for i in range(3)
     ]
     root = _write(tmp_path, records)
     first = compute_fingerprint(root, samples_per_case=50, progress=False)
@@ -213,8 +232,7 @@ def test_multichannel_statistics_per_channel(tmp_path):
 def _two_d_set(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     records = [
-        Record(f"x{i}", f"p{i}", i % 2, rng.integers(0, 255, (12, 10)).astype(np.uint8), spacing=(0.5, 0.7 + 0.1 * i))
-        for i in range(5)
+        Record(f"x{i}", f"p{i}", i % 2, rng.integers(0, 255, (12, 10)).astype(np.uint8), spacing=(0.5, 0.7 + 0.1 * i)) for i in range(5)
     ]
     return _write(tmp_path, records, modality="X-ray", name="xr")
 
@@ -240,15 +258,16 @@ def test_plan_ct_intensity_comes_from_the_fingerprint(tmp_path):
     plan = plan_from_fingerprint(fp)
     assert plan["intensity"] == {
         "scheme": "ct",
-        "channels": [{"channel": "0", "clip": [props["percentile_00_5"], props["percentile_99_5"]], "mean": props["mean"], "std": props["std"]}],
+        "channels": [
+            {"channel": "0", "clip": [props["percentile_00_5"], props["percentile_99_5"]], "mean": props["mean"], "std": props["std"]}
+        ],
     }
     assert plan["intensity"]["channels"][0]["clip"] == [100.0, 200.0]
 
 
 def _spacing_set(tmp_path: Path, spacings: list[tuple[float, float, float]], name: str) -> Path:
     records = [
-        Record(f"c{i}", f"p{i}", None, np.ones(SHAPE, np.float32), spacing=s, mask=np.ones(SHAPE, np.uint8))
-        for i, s in enumerate(spacings)
+        Record(f"c{i}", f"p{i}", None, np.ones(SHAPE, np.float32), spacing=s, mask=np.ones(SHAPE, np.uint8)) for i, s in enumerate(spacings)
     ]
     return _write(tmp_path, records, name=name)
 

@@ -25,9 +25,7 @@ SPLITS = ("train", "val", "test")
 def test_medmnist_ingest(tmp_path, make_medmnist_npz, shape, spatial_dims, counts) -> None:
     path, arrays = make_medmnist_npz(shape=shape, counts=counts)
     out = tmp_path / "ds"
-    manifest = ingest(
-        "medmnist", out, class_names=["no", "yes"], modality="test", path=path, spatial_dims=spatial_dims, name="tiny"
-    )
+    manifest = ingest("medmnist", out, class_names=["no", "yes"], modality="test", path=path, spatial_dims=spatial_dims, name="tiny")
 
     assert len(manifest) == sum(counts)
     assert manifest["source_split"].value_counts().to_dict() == dict(zip(SPLITS, counts))

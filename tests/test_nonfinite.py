@@ -128,7 +128,9 @@ def test_medmnist_replace_writes_finite_images_and_reports_the_count(tmp_path: P
     path = _float_npz(make_medmnist_npz)
     out = tmp_path / "data"
     with caplog.at_level(logging.WARNING):
-        manifest = ingest("medmnist", out, class_names=["a", "b"], modality="x", path=path, spatial_dims=2, name="tinymnist", non_finite="replace")
+        manifest = ingest(
+            "medmnist", out, class_names=["a", "b"], modality="x", path=path, spatial_dims=2, name="tinymnist", non_finite="replace"
+        )
     written = _assert_replaced(out, manifest, "tinymnist_train_0", 2, caplog)
     source = np.load(path)["train_images"][0]
     finite_min = source[np.isfinite(source)].min()
@@ -184,7 +186,15 @@ def test_synthetic_mask_with_nan_is_refused_even_when_replacing(tmp_path: Path, 
 
     monkeypatch.setitem(synthetic.GENERATORS, "cxr_spoiled_mask", _spoiled_generator("mask"))
     with pytest.raises(NonFiniteError, match=r"image cxr_\w+: its mask has 1 non-finite voxel"):
-        ingest("synthetic", tmp_path / "data", class_names=["n", "p"], modality="CXR", generator="cxr_spoiled_mask", params={}, non_finite="replace")
+        ingest(
+            "synthetic",
+            tmp_path / "data",
+            class_names=["n", "p"],
+            modality="CXR",
+            generator="cxr_spoiled_mask",
+            params={},
+            non_finite="replace",
+        )
     assert _no_output(tmp_path / "data")
 
 
@@ -212,7 +222,17 @@ def test_image_folder_label_with_nan_is_refused(tmp_path: Path) -> None:
     _write(_spoil(np.zeros((4, 5, 6)), (np.nan,)), tmp_path / "src/labels/case1.nii.gz")
     image_id = pseudonym("x/case1.nii.gz", KEY, prefix="img")
     with pytest.raises(NonFiniteError, match=rf"image {image_id} \(.*labels/case1.nii.gz\): its label has 1 non-finite voxel"):
-        ingest("image_folder", tmp_path / "data", class_names=["bg", "fg"], modality="MRI", root=tmp_path / "src", key=KEY, name="x", labels_dir="labels", non_finite="replace")
+        ingest(
+            "image_folder",
+            tmp_path / "data",
+            class_names=["bg", "fg"],
+            modality="MRI",
+            root=tmp_path / "src",
+            key=KEY,
+            name="x",
+            labels_dir="labels",
+            non_finite="replace",
+        )
 
 
 # ---- DICOM series ---------------------------------------------------------------------------
@@ -298,12 +318,24 @@ def test_case_folders_non_finite_is_refused_and_replaced_per_channel(tmp_path: P
     np.testing.assert_array_equal(written[..., 0], _read(tmp_path / "src/Pat_A/Pat_A_flair.nii.gz"))  # other channel intact
 
 
-@pytest.mark.parametrize("spoil, what, file", [("label", "label", "Pat_A_seg.nii.gz"), ("brain", "region of interest", "Pat_A_brain.nii.gz")])
+@pytest.mark.parametrize(
+    "spoil, what, file", [("label", "label", "Pat_A_seg.nii.gz"), ("brain", "region of interest", "Pat_A_brain.nii.gz")]
+)
 def test_case_folders_masks_with_nan_are_refused(tmp_path: Path, spoil: str, what: str, file: str) -> None:
     _case(tmp_path / "src", "Pat_A", spoil=spoil)
     image_id = pseudonym("b/Pat_A", KEY, prefix="img")
     with pytest.raises(NonFiniteError, match=rf"image {image_id} \(.*{file}\): its {what} has 1 non-finite voxel"):
-        ingest("case_folders", tmp_path / "data", class_names=["bg", "n", "e", "x", "et"], modality="MRI", root=tmp_path / "src", key=KEY, name="b", non_finite="replace", **CASE_PARAMS)
+        ingest(
+            "case_folders",
+            tmp_path / "data",
+            class_names=["bg", "n", "e", "x", "et"],
+            modality="MRI",
+            root=tmp_path / "src",
+            key=KEY,
+            name="b",
+            non_finite="replace",
+            **CASE_PARAMS,
+        )
     assert _no_output(tmp_path / "data")
 
 

@@ -128,9 +128,7 @@ def test_unknown_intensity_method_is_refused() -> None:
 
 
 @pytest.mark.parametrize("spatial", ["resize", "crop_or_pad"])
-@pytest.mark.parametrize(
-    "shape, size", [((20, 30), [16, 24]), ((10, 12, 14), [8, 16, 10])], ids=["2d", "3d"]
-)
+@pytest.mark.parametrize("shape, size", [((20, 30), [16, 24]), ((10, 12, 14), [8, 16, 10])], ids=["2d", "3d"])
 def test_output_has_the_configured_shape(shape, size, spatial) -> None:
     array = np.random.default_rng(0).random(shape).astype(np.float32)
     out, _ = preprocess_subject(_image(array, (1,) * len(shape)), None, {"intensity": "zscore", "size": size, "spatial": spatial})
@@ -364,7 +362,10 @@ def test_ct_scheme_leaves_masks_alone_and_zscore_can_use_the_roi() -> None:
     roi_array = np.zeros((8, 8, 8), np.uint8)
     roi_array[2:6, 2:6, 2:6] = 1
     roi = sitk.GetImageFromArray(roi_array)
-    cfg = apply_plan({"size": [8, 8, 8], "spatial": "crop_or_pad", "intensity": "auto"}, {"spacing": [1, 1, 1], "intensity": {"scheme": "zscore", "use_roi": True}})
+    cfg = apply_plan(
+        {"size": [8, 8, 8], "spatial": "crop_or_pad", "intensity": "auto"},
+        {"spacing": [1, 1, 1], "intensity": {"scheme": "zscore", "use_roi": True}},
+    )
     out, _ = preprocess_subject(image, None, cfg, roi=roi)
     inside = out[0][roi_array == 1]
     assert abs(inside.mean()) < 1e-5 and abs(inside.std(ddof=1) - 1) < 1e-3  # TorchIO: unbiased sd
@@ -375,5 +376,7 @@ def test_multichannel_images_resample_and_preprocess() -> None:
     for c in channels:
         c.SetSpacing((1.0, 1.0, 2.0))
     vector = sitk.Compose(channels)
-    out, _ = preprocess_subject(vector, None, {"size": [8, 6, 6], "spacing": [1.0, 1.0, 1.0], "spatial": "crop_or_pad", "intensity": "minmax"})
+    out, _ = preprocess_subject(
+        vector, None, {"size": [8, 6, 6], "spacing": [1.0, 1.0, 1.0], "spatial": "crop_or_pad", "intensity": "minmax"}
+    )
     assert out.shape == (2, 8, 6, 6)

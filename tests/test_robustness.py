@@ -211,7 +211,9 @@ def _write_stage_inputs(root, images: np.ndarray, labels: np.ndarray, net: torch
     n = len(images)
     np.save(root / "images.npy", images)
     ids = [f"img{i:03d}" for i in range(n)]
-    index = pd.DataFrame({"row": np.arange(n), "image_id": ids, "patient_id": [f"p{i // 2:03d}" for i in range(n)], "label": labels, "has_mask": False})
+    index = pd.DataFrame(
+        {"row": np.arange(n), "image_id": ids, "patient_id": [f"p{i // 2:03d}" for i in range(n)], "label": labels, "has_mask": False}
+    )
     index.to_csv(root / "index.tsv", sep="\t", index=False)
     # the test set is the second half, listed in an order other than the cache's
     test = ids[n // 2 :][::-1]
@@ -219,7 +221,10 @@ def _write_stage_inputs(root, images: np.ndarray, labels: np.ndarray, net: torch
     (root / "splits.json").write_text(json.dumps(splits))
     (root / "metrics.json").write_text(json.dumps({"threshold": 0.4, "auc": 0.9}))
     torch.save({"state_dict": net.state_dict(), "epoch": 1}, root / "model.pt")
-    return {key: str(root / f"{key}.{ext}") for key, ext in (("model", "pt"), ("images", "npy"), ("index", "tsv"), ("splits", "json"), ("metrics", "json"))}
+    return {
+        key: str(root / f"{key}.{ext}")
+        for key, ext in (("model", "pt"), ("images", "npy"), ("index", "tsv"), ("splits", "json"), ("metrics", "json"))
+    }
 
 
 def _outputs(root) -> dict[str, str]:
@@ -241,7 +246,15 @@ def test_robustness_stage_2d_end_to_end(tmp_path, trained) -> None:
     outputs = _outputs(tmp_path)
     model_cfg = {"network": NETWORK, "train": {"batch_size": 8}, "seed": 3, "device": "cpu"}
     cfg = {"metric": "balanced_accuracy", "margin": 0.1, "max_images": None, "perturbations": {"spike": [], "noise": [1.0, 0.25]}}
-    summary = robustness_stage(model_cfg, cfg, inputs=inputs, outputs=outputs, class_names=["no", "yes"], title="tiny", wildcards={"model": "densenet", "fold": "0"})
+    summary = robustness_stage(
+        model_cfg,
+        cfg,
+        inputs=inputs,
+        outputs=outputs,
+        class_names=["no", "yes"],
+        title="tiny",
+        wildcards={"model": "densenet", "fold": "0"},
+    )
 
     table = pd.read_csv(outputs["table"], sep="\t")
     expected = [n for n in PERTURBATIONS if n != "spike"]

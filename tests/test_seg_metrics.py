@@ -168,9 +168,7 @@ def case_table(n_cases: int, seed: int = 1, regions=("a", "b")) -> pd.DataFrame:
 def test_summary_bootstrap_contains_the_mean_and_narrows_with_more_cases():
     small_table = case_table(10)
     # The same ten cases twelve times over: the same spread, twelve times the cases.
-    large_table = pd.concat(
-        [small_table.assign(case_id=small_table["case_id"] + f"_{k}") for k in range(12)], ignore_index=True
-    )
+    large_table = pd.concat([small_table.assign(case_id=small_table["case_id"] + f"_{k}") for k in range(12)], ignore_index=True)
     small, large = summarize_cases(small_table, n_boot=400), summarize_cases(large_table, n_boot=400)
     assert small["n_cases"] == 10 and large["n_cases"] == 120
     assert small["ci_method"] == "percentile bootstrap over cases" and small["n_bootstrap"] == 400
@@ -184,7 +182,10 @@ def test_summary_bootstrap_contains_the_mean_and_narrows_with_more_cases():
     for region in ("a", "b"):
         for metric in CASE_METRICS:
             assert large["regions"][region][metric]["mean"] == pytest.approx(small["regions"][region][metric]["mean"])
-            width = {name: s["regions"][region][metric]["ci_high"] - s["regions"][region][metric]["ci_low"] for name, s in (("small", small), ("large", large))}
+            width = {
+                name: s["regions"][region][metric]["ci_high"] - s["regions"][region][metric]["ci_low"]
+                for name, s in (("small", small), ("large", large))
+            }
             assert width["large"] < 0.5 * width["small"]  # ~ 1 / sqrt(12) = 0.29
     expected = np.mean([small_table.query("region == @r")["dice"].mean() for r in ("a", "b")])
     assert small["mean_dice"] == pytest.approx(expected)

@@ -59,7 +59,12 @@ def run(tmp_path_factory) -> dict:
         "device": "cpu",
     }
     fit(model_cfg, cases_dir=root / "cases", seg_plan=seg_plan, splits=splits, fold=0, out_dir=root / "model")
-    inputs = {"model": str(root / "model" / "model.pt"), "cases": str(root / "cases"), "plan": str(root / "seg_plan.json"), "splits": str(root / "splits.json")}
+    inputs = {
+        "model": str(root / "model" / "model.pt"),
+        "cases": str(root / "cases"),
+        "plan": str(root / "seg_plan.json"),
+        "splits": str(root / "splits.json"),
+    }
     return {"root": root, "model_cfg": model_cfg, "inputs": inputs}
 
 
@@ -82,7 +87,13 @@ def swept(run) -> dict:
     outputs = _outputs(run["root"] / "robustness")
     cfg = {"metric": "auc", "margin": 0.05, "max_images": None, "perturbations": PERTURBATIONS_CFG}
     summary = robustness_seg_stage(
-        run["model_cfg"], cfg, inputs=run["inputs"], outputs=outputs, title="tiny brain", wildcards={"cs": "t", "model": "unet", "fold": "0"}, regions=REGIONS
+        run["model_cfg"],
+        cfg,
+        inputs=run["inputs"],
+        outputs=outputs,
+        title="tiny brain",
+        wildcards={"cs": "t", "model": "unet", "fold": "0"},
+        regions=REGIONS,
     )
     return {"summary": summary, "outputs": outputs, "table": pd.read_csv(outputs["table"], sep="\t")}
 
@@ -96,14 +107,20 @@ def test_region_dice_scores_label_values_with_the_empty_conventions():
 
 def test_each_curve_starts_at_the_clean_cases_and_strong_noise_costs_dice(swept):
     table = swept["table"]
-    assert list(table.columns) == columns(REGIONS) == ["perturbation", "severity", "dice", "dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "n_images"]
+    assert (
+        list(table.columns)
+        == columns(REGIONS)
+        == ["perturbation", "severity", "dice", "dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour", "n_images"]
+    )
     assert list(table["perturbation"]) == ["noise"] * 3 + ["blur"] * 2 + ["motion"] * 2
     assert (table["n_images"] == 3).all()
     clean = table.iloc[0]
     for name, part in table.groupby("perturbation", sort=False):
         assert list(part["severity"]) == [IDENTITY[name], *SWEPT[name]]
         # the clean point, computed once: the same numbers at the head of every curve
-        pd.testing.assert_series_equal(part.iloc[0].drop(["perturbation", "severity"]), clean.drop(["perturbation", "severity"]), check_names=False)
+        pd.testing.assert_series_equal(
+            part.iloc[0].drop(["perturbation", "severity"]), clean.drop(["perturbation", "severity"]), check_names=False
+        )
     # the mean over cases of each case's mean over regions: with every region scored,
     # the mean of the regions' means (whole tumour alone would be higher)
     regional = clean[[f"dice_{r}" for r in REGIONS]].astype(float)

@@ -209,7 +209,15 @@ def _resume_splits(brain) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(brain, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
-    fit(_cfg(**RESUME_CFG), cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=_resume_splits(brain), fold=0, out_dir=out, resume_key="k")
+    fit(
+        _cfg(**RESUME_CFG),
+        cases_dir=brain["cases"],
+        seg_plan=brain["seg_plan"],
+        splits=_resume_splits(brain),
+        fold=0,
+        out_dir=out,
+        resume_key="k",
+    )
     return torch.load(out / CHECKPOINT, weights_only=False)
 
 
@@ -225,7 +233,14 @@ class _ListHandler(logging.Handler):
 def _interrupt_and_resume(brain, out: Path) -> dict:
     """Stop a run after epoch 2 of 3 (an exception from on_epoch_end, as a killed job),
     then call fit again; what the second call did and logged."""
-    kwargs = {"cases_dir": brain["cases"], "seg_plan": brain["seg_plan"], "splits": _resume_splits(brain), "fold": 0, "out_dir": out, "resume_key": "k"}
+    kwargs = {
+        "cases_dir": brain["cases"],
+        "seg_plan": brain["seg_plan"],
+        "splits": _resume_splits(brain),
+        "fold": 0,
+        "out_dir": out,
+        "resume_key": "k",
+    }
     with pytest.raises(_Interrupted):
         fit(_cfg(**RESUME_CFG), on_epoch_end=_stop_after(2), **kwargs)
     after_two = torch.load(out / CHECKPOINT, weights_only=False)
@@ -284,7 +299,9 @@ def test_a_checkpoint_of_another_config_is_not_resumed(brain, resumed, tmp_path,
     torch.save(ckpt, out / CHECKPOINT)
     cfg = _cfg(**{**RESUME_CFG, "train": {"epochs": 1}})
     with caplog.at_level(logging.INFO, logger="casebook.engine"):
-        fit(cfg, cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=_resume_splits(brain), fold=0, out_dir=out, resume_key="other")
+        fit(
+            cfg, cases_dir=brain["cases"], seg_plan=brain["seg_plan"], splits=_resume_splits(brain), fold=0, out_dir=out, resume_key="other"
+        )
     assert "starting afresh" in caplog.text and "resuming" not in caplog.text
     assert list(pd.read_csv(out / "history.tsv", sep="\t")["epoch"]) == [1]
 
@@ -304,8 +321,6 @@ def test_regions_display_channel_and_picked_cases():
     with pytest.raises(ValueError, match="'DWI' is not a channel"):
         display_channel({"display_channel": "DWI"}, seg_plan)
 
-    table = pd.DataFrame(
-        {"case_id": ["a", "a", "b", "b", "c", "c", "d", "d"], "dice": [0.9, 0.7, 0.2, 0.4, 0.6, 0.6, 0.95, 0.85]}
-    )
+    table = pd.DataFrame({"case_id": ["a", "a", "b", "b", "c", "c", "d", "d"], "dice": [0.9, 0.7, 0.2, 0.4, 0.6, 0.6, 0.95, 0.85]})
     assert pick_cases(table) == [("best", "d"), ("median", "c"), ("worst", "b")]
     assert pick_cases(table[table["case_id"] == "a"]) == [("best", "a")]

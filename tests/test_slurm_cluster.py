@@ -29,8 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def test_batch_job_writes_its_output(cluster: SlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "hello.txt"
-    job = cluster.sbatch("--chdir", str(tmp_path), "-o", str(tmp_path / "job-%j.log"),
-                         "--wrap", f"echo hello from $SLURM_JOB_ID > {out}")
+    job = cluster.sbatch("--chdir", str(tmp_path), "-o", str(tmp_path / "job-%j.log"), "--wrap", f"echo hello from $SLURM_JOB_ID > {out}")
     assert cluster.wait_for(job, timeout=30) == "COMPLETED"
     assert out.read_text().strip() == f"hello from {job}"
     assert any(j["job_id"] == str(job) for j in cluster.squeue())  # still listed (MinJobAge)
@@ -39,8 +38,7 @@ def test_batch_job_writes_its_output(cluster: SlurmCluster, tmp_path: Path) -> N
 @pytest.mark.parametrize("request_gpu", [["--gres=gpu:1"], ["--gpus=1"]], ids=["gres", "gpus"])
 def test_gpu_job_gets_the_fake_gpu(cluster: SlurmCluster, tmp_path: Path, request_gpu) -> None:
     out = tmp_path / "gpu.txt"
-    job = cluster.sbatch(*request_gpu, "-o", str(tmp_path / "job-%j.log"),
-                         "--wrap", f"echo $CUDA_VISIBLE_DEVICES > {out}")
+    job = cluster.sbatch(*request_gpu, "-o", str(tmp_path / "job-%j.log"), "--wrap", f"echo $CUDA_VISIBLE_DEVICES > {out}")
     assert cluster.wait_for(job, timeout=30) == "COMPLETED"
     info = cluster.scontrol_show_job(job)
     # Not in info["TRES"]: without slurmdbd the GPU is not an accounted TRES.

@@ -120,7 +120,11 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
 
     # the interrupted cluster run ends exactly where the uninterrupted local run did
     compared = 0
-    for pattern in ("results/*/evaluation/*/fold_*/metrics.json", "results/*/evaluation/*/fold_*/predictions.tsv", "results/*/split/splits.json"):
+    for pattern in (
+        "results/*/evaluation/*/fold_*/metrics.json",
+        "results/*/evaluation/*/fold_*/predictions.tsv",
+        "results/*/split/splits.json",
+    ):
         for local in sorted(local_run.glob(pattern)):
             path = local.relative_to(local_run)
             assert (workdir / path).read_bytes() == local.read_bytes(), path

@@ -90,8 +90,9 @@ def test_plot_pairwise(tmp_path, n_models):
     rows = []
     for method in ("DeLong paired test", "paired bootstrap over patients"):
         for a, b in pairs:
-            rows.append({"model_a": a, "model_b": b, "difference": 0.03, "ci_low": -0.01, "ci_high": 0.07,
-                         "p_value": 0.0004, "method": method})
+            rows.append(
+                {"model_a": a, "model_b": b, "difference": 0.03, "ci_low": -0.01, "ci_high": 0.07, "p_value": 0.0004, "method": method}
+            )
     comparisons = pd.DataFrame(rows)
     comparisons.loc[0, ["ci_low", "ci_high", "p_value"]] = np.nan
     path = tmp_path / "pairwise.png"
@@ -111,8 +112,18 @@ def test_plot_subgroups_missing_group_value(tmp_path):
 
 def test_plot_pairwise_with_both_tests(tmp_path):
     comparisons = pd.DataFrame(
-        [{"model_a": "densenet", "model_b": "vit", "difference": -0.02, "ci_low": -0.06, "ci_high": 0.01,
-          "p_value": 0.21, "delong_p": 0.19, "method": "paired bootstrap over patients (CI, p); DeLong test (delong_p)"}]
+        [
+            {
+                "model_a": "densenet",
+                "model_b": "vit",
+                "difference": -0.02,
+                "ci_low": -0.06,
+                "ci_high": 0.01,
+                "p_value": 0.21,
+                "delong_p": 0.19,
+                "method": "paired bootstrap over patients (CI, p); DeLong test (delong_p)",
+            }
+        ]
     )
     path = tmp_path / "pairwise.png"
     plot_pairwise(comparisons, "model comparison", path)

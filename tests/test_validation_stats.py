@@ -12,7 +12,15 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from casebook.analysis.stats import _structural_components, calibration, delong_auc_variance, delong_ci, delong_test, fold_aggregate, paired_bootstrap_test
+from casebook.analysis.stats import (
+    _structural_components,
+    calibration,
+    delong_auc_variance,
+    delong_ci,
+    delong_test,
+    fold_aggregate,
+    paired_bootstrap_test,
+)
 from casebook.tasks.classification.metrics import METRICS
 from casebook.tasks.classification.validation.subgroups import subgroup_metrics
 
@@ -270,8 +278,9 @@ def subgroup_table() -> pd.DataFrame:
             for j in range(2):
                 correct = rule != "inverted"
                 p1 = (0.8 + 0.01 * p if label else 0.2 - 0.01 * p) if correct else (0.2 if label else 0.8)
-                rows.append({"image_id": f"{site}{p}_{j}", "patient_id": f"{site}{p}", "label": label,
-                             "prob_0": 1 - p1, "prob_1": p1, "site": site})
+                rows.append(
+                    {"image_id": f"{site}{p}_{j}", "patient_id": f"{site}{p}", "label": label, "prob_0": 1 - p1, "prob_1": p1, "site": site}
+                )
     return pd.DataFrame(rows)
 
 

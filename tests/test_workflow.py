@@ -248,7 +248,12 @@ def strict_json(path):
 
 def test_validation_outputs_are_strict_json(tiny):
     root = tiny / "results/pneumonia_cxr"
-    for path in [*root.glob("crossval/*/crossval.json"), root / "validation/selection.json", *root.glob("robustness/*/*/robustness.json"), *root.glob("explain/*/*/explain.json")]:
+    for path in [
+        *root.glob("crossval/*/crossval.json"),
+        root / "validation/selection.json",
+        *root.glob("robustness/*/*/robustness.json"),
+        *root.glob("explain/*/*/explain.json"),
+    ]:
         strict_json(path)
     # resnet18 trains one fold: no fold sd, written as null
     assert strict_json(root / "crossval/resnet18/crossval.json")["fold_mean_sd"]["auc"]["sd"] is None
@@ -263,7 +268,16 @@ def test_subgroups_cover_the_manifest_columns(tiny):
 def test_report_has_every_figure(tiny):
     snakemake(tiny, "--report", "results/report.html")
     html = (tiny / "results/report.html").read_text(errors="replace")
-    names = ("roc.png", "confusion.png", "attributions.png", "faithfulness.png", "sanity.png", "training_curves.png", "samples.png", "split.png")
+    names = (
+        "roc.png",
+        "confusion.png",
+        "attributions.png",
+        "faithfulness.png",
+        "sanity.png",
+        "training_curves.png",
+        "samples.png",
+        "split.png",
+    )
     names += ("model_comparison.png", "fold_spread.png", "reliability.png", "robustness.png", "pairwise.png", "subgroups.png")
     for name in names:
         assert name in html, name

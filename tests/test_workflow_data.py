@@ -96,7 +96,9 @@ def test_corrupted_npz_fails_clearly_and_writes_no_dataset(tmp_path):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(tiny_medmnist_npz()[:5000])  # truncated zip
     md5 = hashlib.md5(corrupt.read_bytes()).hexdigest()
-    workdir = medmnist_workdir(tmp_path, url="http://127.0.0.1:9/unused.npz", md5=md5, dataset={"source": "path", "path": str(corrupt), "md5": md5})
+    workdir = medmnist_workdir(
+        tmp_path, url="http://127.0.0.1:9/unused.npz", md5=md5, dataset={"source": "path", "path": str(corrupt), "md5": md5}
+    )
     done = snakemake(workdir, check=False)
     assert done.returncode != 0
     assert "not a readable MedMNIST npz file" in done.stdout + done.stderr
@@ -143,7 +145,10 @@ def test_real_pneumoniamnist_from_a_local_file(tmp_path):
     real-data case study, switched to a local path by configuration alone, up to preprocessing."""
     workdir = copy_workflow(tmp_path)
     # the shipped config names ../shared/data relative to the repository root
-    edit_yaml(workdir / "config/shared_pneumoniamnist.yaml", lambda c: c["overrides"]["pneumoniamnist"]["dataset"].update(path=str(SHARED / "pneumoniamnist.npz")))
+    edit_yaml(
+        workdir / "config/shared_pneumoniamnist.yaml",
+        lambda c: c["overrides"]["pneumoniamnist"]["dataset"].update(path=str(SHARED / "pneumoniamnist.npz")),
+    )
     # targets first: --configfile takes every value that follows it
     targets = ["results/pneumoniamnist/split/leakage_check.json", "results/pneumoniamnist/preprocess/index.tsv"]
     snakemake(workdir, *targets, "--configfile", "config/shared_pneumoniamnist.yaml")

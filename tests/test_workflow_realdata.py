@@ -206,7 +206,9 @@ def test_local_copies_a_mirrored_archive_or_an_extracted_folder(tmp_path):
 def test_registration_only_data_without_a_path_says_how_to_obtain_it(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     models = {"unet": {"network": {"name": "unet"}}}
-    use_casestudy(workdir, {"name": "kits", "task": "segmentation", "class_names": ["bg", "kidney"], "dataset": {"name": "kits23"}, "models": models})
+    use_casestudy(
+        workdir, {"name": "kits", "task": "segmentation", "class_names": ["bg", "kidney"], "dataset": {"name": "kits23"}, "models": models}
+    )
     done = snakemake(workdir, "--dry-run", check=False)
     assert done.returncode != 0
     output = done.stdout + done.stderr
@@ -246,7 +248,9 @@ def test_dicom_identifiers_never_reach_any_output(tmp_path, http_root):
         },
     )
     study = yaml.safe_load((workdir / "config/casestudies/nodule_ct.yaml").read_text())
-    study.update(name="toy_dicom_ct", dataset={"name": "toy_dicom", "adapter_params": {"labels_csv": str(tmp_path / "collection/labels.csv")}})
+    study.update(
+        name="toy_dicom_ct", dataset={"name": "toy_dicom", "adapter_params": {"labels_csv": str(tmp_path / "collection/labels.csv")}}
+    )
     study["split"] = {"k": 2, "test_fraction": 0.25, "use_source_split": False}
     study["preprocess"].update(spacing=None, size=[16, 16, 16])
     study["train"].update(epochs=1, batch_size=8)

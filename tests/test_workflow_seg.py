@@ -50,7 +50,11 @@ def test_both_case_studies_train_and_evaluate_every_model(seg_run):
             assert card["task"] == "segmentation" and np.prod(card["input"]["patch_size"]) <= 4096
             history = pd.read_csv(results / f"models/{model}/fold_0/history.tsv", sep="\t")
             assert list(history["epoch"]) == [1, 2] and history["val_dice"].between(0, 1).all()
-            for figure in (f"evaluation/{model}/fold_0/overlays.png", f"evaluation/{model}/fold_0/bland_altman.png", f"figures/{model}/fold_0/training_curves.png"):
+            for figure in (
+                f"evaluation/{model}/fold_0/overlays.png",
+                f"evaluation/{model}/fold_0/bland_altman.png",
+                f"figures/{model}/fold_0/training_curves.png",
+            ):
                 assert (results / figure).stat().st_size > 10_000, figure
         summary = pd.read_csv(results / "summary.tsv", sep="\t")
         assert len(summary) == 2 * len(regions) and summary["wilcoxon_p_vs_first"].notna().any()

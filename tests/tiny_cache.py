@@ -23,7 +23,13 @@ def write_tiny_cache(root: Path, n_images: int = 48) -> dict[str, Path]:
     np.save(root / "images.npy", images)
     ids = [f"img{i:03d}" for i in range(n_images)]
     index = pd.DataFrame(
-        {"row": np.arange(n_images), "image_id": ids, "patient_id": [f"p{i // 2:03d}" for i in range(n_images)], "label": labels, "has_mask": False}
+        {
+            "row": np.arange(n_images),
+            "image_id": ids,
+            "patient_id": [f"p{i // 2:03d}" for i in range(n_images)],
+            "label": labels,
+            "has_mask": False,
+        }
     )
     index.to_csv(root / "index.tsv", sep="\t", index=False)
     train, val = ids[:32], ids[32:]
