@@ -230,3 +230,14 @@ def test_defaults_are_cpu_sized():
     # MONAI's own UNETR defaults (ViT-B) have ~90M parameters; ours stay far below.
     for name, patch in SMALL_PATCH.items():
         assert _n_params(_build({"name": name}, patch)) < 2e7, name
+
+
+def test_dynunet_instance_norm_has_a_learnable_scale_and_shift() -> None:
+    # nnU-Net's norm (affine=True) and MONAI's DynUNet default; with affine=False the
+    # abdomen_ct DynUNet never predicted the spleen
+    from casebook.tasks.segmentation.networks import build_seg_network
+
+    kw = dict(spatial_dims=3, in_channels=1, out_channels=6, patch_size=(24, 32, 40), spacing=(7.5, 5.0, 5.0))
+    net = build_seg_network({"name": "dynunet", "kwargs": {"filters": [8, 16, 32, 64]}}, **kw)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    assert norms and all(m.affine for m in norms)

@@ -35,7 +35,10 @@ SEG_NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "unet": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 2, "norm": "instance"},
     "segresnet": {"init_filters": 16, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1)},
-    "dynunet": {"norm_name": "instance", "deep_supervision": False, "res_block": True},
+    # nnU-Net's instance norm has a learnable scale and shift, as MONAI's DynUNet default:
+    # without them every map ahead of the 1x1 head is pinned to zero mean and unit variance
+    # per patch, and a small organ may get no feature (abdomen_ct's spleen: Dice 0.000)
+    "dynunet": {"norm_name": ("instance", {"affine": True}), "deep_supervision": False, "res_block": True},
     # MONAI's own defaults are ViT-B (768 wide, 12 heads, ~90M parameters); this ViT is
     # small enough for a CPU.
     "unetr": {"feature_size": 16, "hidden_size": 192, "mlp_dim": 768, "num_heads": 4},
