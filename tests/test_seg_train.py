@@ -29,6 +29,7 @@ from casebook.tasks.segmentation.train import (
     label_probabilities,
     load_seg_model,
     patch_loader,
+    validate,
 )
 
 N_CLASSES = 4
@@ -324,3 +325,45 @@ def test_regions_display_channel_and_picked_cases():
     table = pd.DataFrame({"case_id": ["a", "a", "b", "b", "c", "c", "d", "d"], "dice": [0.9, 0.7, 0.2, 0.4, 0.6, 0.6, 0.95, 0.85]})
     assert pick_cases(table) == [("best", "d"), ("median", "c"), ("worst", "b")]
     assert pick_cases(table[table["case_id"] == "a"]) == [("best", "a")]
+
+
+# ------------------------------------------------------------- checkpoint selection
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the class index written in its input image (one-hot logits)."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.n_classes = n_classes
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # predict_logits reads the device
+
+    def forward(self, x):
+        return 10.0 * torch.nn.functional.one_hot(x[:, 0].round().long(), self.n_classes).movedim(-1, 1).float()
+
+
+def test_checkpoint_score_prefers_a_model_that_finds_a_rare_class(tmp_path: Path):
+    # 3 validation cases; class 2 (a lesion) lies in one of them. A model that never
+    # predicts it must score lower than one that finds it with a few false voxels elsewhere:
+    # per-case Dice averaged with "empty in both = 1" ranks them the other way round
+    # (lesion 2/3 against 1/3), and so kept the abdominal checkpoints that never saw lesions.
+    shape, ids = (8, 8, 8), ["a", "b", "c"]
+    labels = {c: np.zeros(shape, np.uint8) for c in ids}
+    for c in ids:
+        labels[c][:4] = 1  # an organ everywhere
+    labels["c"][5:7, 2:6, 2:6] = 2  # the lesion, in one case only
+    silent = {c: np.where(labels[c] == 2, 0, labels[c]) for c in ids}
+    finder = {c: labels[c].copy() for c in ids}
+    for c in ("a", "b"):
+        finder[c][7, 0, :2] = 2  # two false lesion voxels in each lesion-free case
+    scores = {}
+    for name, preds in (("silent", silent), ("finder", finder)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for c in ids:
+            np.save(folder / f"{c}.npy", preds[c][None].astype(np.float32))  # the oracle's input
+            np.save(folder / f"{c}_label.npy", labels[c])
+        loss = lambda logits, label: torch.zeros(())  # noqa: E731 (the loss is not under test)
+        _, scores[name] = validate(_Oracle(3), folder, ids, list(shape), 3, loss, {}, amp=False)
+    assert scores["silent"] == pytest.approx(0.5)  # organ 1, lesion 0
+    assert scores["finder"] == pytest.approx((1 + 2 * 32 / (2 * 32 + 4)) / 2)

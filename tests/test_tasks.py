@@ -46,6 +46,15 @@ def test_problems_name_another_familys_section_a_missing_one_and_a_foreign_netwo
     assert casestudy_problems({"models": {"m": {"network": {"name": "densenet"}}}}) == ["task classification needs 'preprocess'"]
 
 
+def test_a_train_key_of_another_family_is_named_with_its_model() -> None:
+    cs = {"models": {"m": {"network": {"name": "densenet"}, "train": {"loss": {"batch": True}}}}, "preprocess": {"size": [8, 8]}}
+    assert casestudy_problems(cs) == ["model 'm': 'train.loss' is a setting of task segmentation, not classification"]
+    cs["train"] = cs["models"]["m"].pop("train")
+    assert casestudy_problems(cs) == ["'train.loss' is a setting of task segmentation, not classification"]
+    seg = {"task": "segmentation", "models": {"m": {"network": {"name": "unet"}}}, "train": {"loss": {"batch": True}}}
+    assert casestudy_problems(seg) == []
+
+
 def test_every_shipped_case_study_passes_the_registry() -> None:
     for path in sorted((ROOT / "config" / "casestudies").glob("*.yaml")):
         assert casestudy_problems(yaml.safe_load(path.read_text())) == [], path.name

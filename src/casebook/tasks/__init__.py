@@ -29,6 +29,8 @@ class TaskFamily:
     the family's builder must know exactly these (a test checks it).
     ``sections``: case-study keys that only this family reads (its schema section);
     ``required``: the keys a case study of this family must set.
+    ``train_keys``: keys of ``train`` (the case study's or a model's) that only this
+    family reads.
     ``selection_metric``: the validation column of the training history that picks a
     model's best epoch (higher is better); ``selection_label`` names it in figures, and
     ``loss_label`` names the training loss.
@@ -48,6 +50,7 @@ class TaskFamily:
     selection_label: str
     loss_label: str
     image_labels: bool = False
+    train_keys: tuple[str, ...] = ()
     model_sections: tuple[str, ...] = ()
     stages: tuple[str, ...] = ("train", "robustness")
 
@@ -79,6 +82,7 @@ TASKS: dict[str, TaskFamily] = {
             selection_metric="val_dice",
             selection_label="Dice",
             loss_label="Dice + cross-entropy",
+            train_keys=("loss",),
             model_sections=("segmentation",),
         ),
     )
@@ -106,6 +110,15 @@ def casestudy_problems(cs: dict[str, Any]) -> list[str]:
                 f"'{key}' is a setting of task {other.name}, not {fam.name}"
                 for key in other.sections
                 if key in cs and key not in fam.sections
+            ]
+    trains = [("", cs.get("train") or {})] + [(f"model {m!r}: ", spec.get("train") or {}) for m, spec in (cs.get("models") or {}).items()]
+    for other in TASKS.values():
+        if other.name != fam.name:
+            problems += [
+                f"{owner}'train.{key}' is a setting of task {other.name}, not {fam.name}"
+                for owner, train in trains
+                for key in other.train_keys
+                if key in train and key not in fam.train_keys
             ]
     for model, spec in (cs.get("models") or {}).items():
         name = (spec.get("network") or {}).get("name")

@@ -5,8 +5,12 @@ which draws ``samples_per_volume`` patches from each case with a ``LabelSampler`
 patch is centred on a foreground voxel with probability ``foreground_probability``
 (nnU-Net oversamples foreground a third of the time: small structures such as an
 enhancing rim would otherwise hardly ever be seen). The loss is Dice + cross-entropy
-(MONAI's ``DiceCELoss``). After every epoch the whole validation cases are segmented by
-sliding-window inference, and the checkpoint with the best mean foreground Dice is kept.
+(MONAI's ``DiceCELoss``; ``train.loss`` passes options to it, e.g. nnU-Net's
+``{include_background: false, batch: true}``). After every epoch the whole validation
+cases are segmented by sliding-window inference, and the checkpoint with the best mean
+foreground Dice is kept: each class's Dice pooled over the validation cases (its voxels
+counted over all of them, as nnU-Net's pseudo-Dice), so that a class absent from most
+cases is not scored 1 in each of them for never being predicted.
 A checkpoint is written after every epoch, and a killed job (a SLURM time limit, a
 preemption) resumes from it.
 """
@@ -22,10 +26,7 @@ import numpy as np
 import torch
 import torchio as tio
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.metrics.utils import do_metric_reduction
 from monai.networks.utils import one_hot
-from monai.utils import MetricReduction
 from torch.utils.data import DataLoader
 
 from casebook import provenance
@@ -121,16 +122,31 @@ def train_epoch(model, loader, optimizer, loss_fn, device, amp: bool) -> float:
     return total / max(count, 1)
 
 
+def pooled_dice(counts: np.ndarray) -> float:
+    """Mean over the foreground classes of each class's Dice pooled over the validation
+    cases; ``counts`` is (K, 3): true positives, false positives and false negatives per
+    class, summed over the cases. A class with no voxel in truth or prediction is left
+    out (none at all scores 1); a class never predicted scores 0 however many cases
+    lack it."""
+    tp, fp, fn = counts[1:, 0], counts[1:, 1], counts[1:, 2]
+    seen = (tp + fp + fn) > 0
+    if not seen.any():  # no foreground in truth or prediction: nothing was missed
+        return 1.0
+    return float(np.mean(2 * tp[seen] / (2 * tp[seen] + fp[seen] + fn[seen])))
+
+
 def validate(
     model, cases_dir: Path, case_ids: list[str], patch: list[int], n_classes: int, loss_fn, cfg: dict[str, Any], amp: bool
 ) -> tuple[float, float]:
-    """Mean loss and mean foreground Dice over whole validation cases (sliding window).
+    """Mean loss, and the pooled foreground Dice (:func:`pooled_dice`), over whole
+    validation cases (sliding window).
 
-    The per-case scores are reduced here, not by ``DiceMetric.aggregate``: under data
-    parallel only rank 0 validates, and MONAI's aggregate would wait for the other ranks
-    to gather their (absent) buffers."""
-    dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-    losses, scores = [], []
+    Voxel counts, not MONAI's ``DiceMetric``: its per-case Dice (a class absent from a
+    case and from its prediction scores 1) kept the checkpoints that never predicted a
+    rare lesion, and under data parallel (only rank 0 validates) its ``aggregate`` waits
+    for the other ranks to gather their absent buffers."""
+    counts = np.zeros((n_classes, 3), dtype=np.int64)
+    losses = []
     for case_id in case_ids:
         image = torch.from_numpy(np.load(cases_dir / f"{case_id}.npy"))[None]
         label = torch.from_numpy(np.load(cases_dir / f"{case_id}_label.npy").astype(np.int64))[None, None]
@@ -138,10 +154,11 @@ def validate(
             model, image, patch, overlap=cfg.get("sw_overlap", 0.5), sw_batch_size=cfg.get("sw_batch_size", 2), amp=amp
         ).cpu()
         losses.append(float(loss_fn(logits, label)))
-        pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
-        scores.append(dice(pred, one_hot(label, n_classes)))
-    per_class, _ = do_metric_reduction(torch.cat(scores), MetricReduction.MEAN_BATCH)
-    return float(np.mean(losses)), float(torch.nanmean(per_class))
+        pred = one_hot(logits.argmax(1, keepdim=True), n_classes).bool()
+        truth = one_hot(label, n_classes).bool()
+        dims = [0, *range(2, truth.dim())]
+        counts += torch.stack([(pred & truth).sum(dims), (pred & ~truth).sum(dims), (~pred & truth).sum(dims)], dim=1).numpy()
+    return float(np.mean(losses)), pooled_dice(counts)
 
 
 def fit(
@@ -198,7 +215,7 @@ def _fit(cfg, *, ddp, cases_dir, seg_plan, splits, fold, out_dir, resume_key, on
     loader = patch_loader(subjects, patch, scfg, n_classes, build_transform(cfg.get("augment"), len(patch)))
     epochs = int(tcfg["epochs"])
     optimizer = make_optimizer(model.parameters(), tcfg)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, **(tcfg.get("loss") or {}))
 
     def validation_scores() -> dict[str, float]:
         val_loss, val_dice = validate(net, cases_dir, split["val"], patch, n_classes, loss_fn, scfg, amp)
