@@ -45,6 +45,8 @@ def per_case_table(n_cases: int, shift: float, seed: int) -> pd.DataFrame:
                     "nsd": float(rng.uniform(0.5, 1.0)),
                     "volume_true_ml": 10.0,
                     "volume_pred_ml": 11.0,
+                    "empty_truth": False,
+                    "empty_pred": False,
                 }
             )
     return pd.DataFrame(rows)
@@ -165,6 +167,7 @@ def test_comparison_table_rows_and_ci_text(summaries):
     enhancing = table.query("model == 'unet' and region == 'enhancing_tumour'").iloc[0]
     assert enhancing["hd95_n_nan"] == 2 and enhancing["hd95"].endswith("[2 undefined]")
     assert table.sort_values("dice_mean", ascending=False).iloc[0]["region"] == "whole_tumour"
+    assert (table["found"] == "10/10").all()  # every case holds every region, all found
 
 
 def test_comparison_table_image(tmp_path, summaries):

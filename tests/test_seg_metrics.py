@@ -160,6 +160,8 @@ def case_table(n_cases: int, seed: int = 1, regions=("a", "b")) -> pd.DataFrame:
                     "nsd": float(rng.uniform(0.5, 1.0)),
                     "volume_true_ml": 10.0,
                     "volume_pred_ml": 11.0,
+                    "empty_truth": False,
+                    "empty_pred": False,
                 }
             )
     return pd.DataFrame(rows)
@@ -252,3 +254,15 @@ def test_wilcoxon_consistent_improvement_and_identical_inputs():
     same = wilcoxon_paired(base, base.copy())
     assert math.isnan(same["p_value"]) and math.isnan(same["statistic"])
     assert same["median_difference"] == 0.0 and same["n"] == 12
+
+
+def test_a_region_never_predicted_is_reported_as_never_found_despite_its_mean_dice():
+    # a lesion in 1 of 5 cases, never predicted; a false alarm in another case
+    rows = [
+        {"case_id": f"c{i}", "region": "lesion", "dice": d, "iou": d, "hd95": h, "nsd": d,
+         "volume_true_ml": 0.0, "volume_pred_ml": 0.0, "empty_truth": et, "empty_pred": ep}
+        for i, (d, h, et, ep) in enumerate([(0.0, np.nan, False, True), (0.0, np.nan, True, False)] + [(1.0, 0.0, True, True)] * 3)
+    ]  # fmt: skip
+    summary = summarize_cases(pd.DataFrame(rows), n_boot=50)["regions"]["lesion"]
+    assert summary["dice"]["mean"] == pytest.approx(0.6)  # "both empty = 1" flatters it
+    assert summary["detection"] == {"cases_with_region": 1, "found": 0, "false_alarm_cases": 1}

@@ -176,6 +176,13 @@ def evaluate_stage(
     metrics = summarize_cases(
         table, n_boot=int(cfg.get("n_bootstrap", 1000)), level=float(cfg.get("ci_level", 0.95)), seed=int(model_cfg.get("seed", 0))
     )
+    for region, summary in metrics["regions"].items():
+        found = summary["detection"]
+        if found["cases_with_region"] and not found["found"]:
+            log.warning(
+                "%s: %s was not found in any of the %d test cases that hold it (its mean Dice counts the cases without it as 1)",
+                title, region, found["cases_with_region"],
+            )  # fmt: skip
     volume_region = cfg.get("volume_region") or next(iter(regions))
     part = table[table["region"] == volume_region]
     agreement = bland_altman(part["volume_true_ml"].to_numpy(), part["volume_pred_ml"].to_numpy())

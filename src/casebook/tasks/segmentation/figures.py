@@ -25,7 +25,7 @@ from casebook.analysis.plotting import save_figure
 VIEWS = (("axial", 0, 1, 2), ("coronal", 1, 0, 2), ("sagittal", 2, 0, 1))
 
 # Column headings of the rendered comparison table, with units.
-HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "nsd": "NSD"}
+HEADERS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "nsd": "NSD", "found": "found / cases with it"}
 
 
 def plot_bland_altman(true_ml, pred_ml, stats: dict, title: str, path: str | Path, *, region: str) -> None:
@@ -162,6 +162,9 @@ def comparison_table(summaries: dict[str, dict], metrics: Sequence[str] = ("dice
                 s = by_metric[metric]
                 row[metric] = _ci_text(s, digits=2 if metric.startswith("hd") else 3)  # mm vs fractions
                 row.update({f"{metric}_{k}": s[k] for k in ("mean", "ci_low", "ci_high", "n_nan")})
+            if "detection" in by_metric:
+                found = by_metric["detection"]
+                row["found"] = f"{found['found']}/{found['cases_with_region']}"
             rows.append(row)
     return pd.DataFrame(rows)
 

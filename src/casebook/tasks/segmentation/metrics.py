@@ -13,6 +13,10 @@ Empty sets (they matter for BraTS, where enhancing tumour may be absent from a c
   undefined), NSD 0.
 
 NaN values are left out of means; ``summarize_cases`` reports how many there were.
+Because "both empty" scores 1, a model that never predicts a rare region (a lesion absent
+from most cases) still gets a high mean Dice for it; ``summarize_cases`` therefore also
+counts, per region, the cases that hold it, those where it was found, and the false
+alarms (:func:`detection_counts`).
 """
 
 from __future__ import annotations
@@ -174,6 +178,19 @@ def _metric_summary(values: np.ndarray, ci: tuple[float, float]) -> dict[str, fl
     }
 
 
+def detection_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """For one region's rows of a per-case table: the cases whose truth holds the region,
+    those of them where the prediction overlaps it (Dice > 0), and the cases without it
+    where some was predicted (false alarms)."""
+    present = ~rows["empty_truth"].astype(bool)
+    predicted = ~rows["empty_pred"].astype(bool)
+    return {
+        "cases_with_region": int(present.sum()),
+        "found": int((present & (rows["dice"] > 0)).sum()),
+        "false_alarm_cases": int((~present & predicted).sum()),
+    }
+
+
 def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Per region and metric: mean, sd, median, percentile-bootstrap CI of the mean, n, n_nan.
 
@@ -181,7 +198,8 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
     CASE_METRICS, and ``patient_id`` where known). Patients (else cases) are resampled with replacement (all metrics of a region from the
     same resample, with ``evaluate.bootstrap_ci``, seeded with ``seed``); NaN values
     (HD95 when exactly one of truth and prediction is empty) are left out of every mean
-    and counted in ``n_nan``. ``mean_dice`` is the mean over regions of the region mean
+    and counted in ``n_nan``. Each region also has ``detection``
+    (:func:`detection_counts`). ``mean_dice`` is the mean over regions of the region mean
     Dice.
     """
     regions: dict[str, dict] = {}
@@ -194,6 +212,7 @@ def summarize_cases(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0
         regions[str(region)] = {
             metric: _metric_summary(values[:, j], cis.get(j, (float("nan"), float("nan")))) for j, metric in enumerate(CASE_METRICS)
         }
+        regions[str(region)]["detection"] = detection_counts(rows)
     region_dice = [m["dice"]["mean"] for m in regions.values() if not np.isnan(m["dice"]["mean"])]
     return {
         "regions": regions,
