@@ -56,6 +56,9 @@ def medmnist_workdir(tmp_path: Path, *, url: str, md5: str, dataset: dict | None
     study.update(name="tiny_medmnist", dataset={"name": "tinymnist", "size": 28, **(dataset or {})})
     study["preprocess"]["size"] = [28, 28]
     study["train"].update(epochs=3, batch_size=16)
+    # the ResNet-18 (about ten times slower per epoch) runs the whole pipeline too, but no
+    # test reads its quality: one epoch
+    study["models"]["resnet18"]["train"] = {**study["models"]["resnet18"].get("train", {}), "epochs": 1}
     study["evaluate"].update(n_bootstrap=50, subgroups=[])  # MedMNIST has no site or sex
     study["folds"] = [0]  # MedMNIST defines its own validation split: one fold
     cheap_validation(study, mask_size=7)
