@@ -131,14 +131,17 @@ def paired_bootstrap_test(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    skip_single_class: bool = True,
 ) -> dict:
     """Paired bootstrap of statistic(a) - statistic(b), resampling whole groups.
 
     ``groups`` are patient ids: a patient's images are correlated, so they are drawn
     together (and for both models at once: the pairing removes the case-to-case
     variation the models share). ``statistic(labels, scores)`` defaults to the ROC AUC.
-    Resamples with a single class are skipped (the AUC is undefined there); ``n_boot``
-    is the number drawn, ``n_skipped`` how many were skipped.
+    Resamples with a single class are skipped (the AUC is undefined there) unless
+    ``skip_single_class`` is false (a statistic of the scores alone, such as a mean
+    PSNR, with constant ``labels``); ``n_boot`` is the number drawn, ``n_skipped`` how
+    many were skipped.
 
     ``difference`` is the statistic on the full data, ``ci_low``/``ci_high`` the
     percentile interval of the resampled differences. The two-sided p-value is
@@ -157,7 +160,7 @@ def paired_bootstrap_test(
     diffs = []
     for _ in range(n_boot):
         idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        if np.unique(labels[idx]).size < 2:
+        if skip_single_class and np.unique(labels[idx]).size < 2:
             continue
         diffs.append(statistic(labels[idx], scores_a[idx]) - statistic(labels[idx], scores_b[idx]))
     diffs = np.asarray(diffs, dtype=float)

@@ -1,0 +1,87 @@
+"""Training of a denoiser on simulated low-dose pairs, on the shared engine's epoch loop
+(:mod:`casebook.engine.loop`): mean squared error on the network scale (RED-CNN's loss),
+the best epoch by validation PSNR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from casebook.engine.loop import Trainer, run_epochs
+from casebook.engine.optim import make_optimizer, make_scheduler
+from casebook.engine.runtime import seed_everything, select_device
+from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality
+from casebook.tasks.restoration.networks import build_restoration_network
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_psnr", "lr", "seconds"]
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(to_network(images))[:, None]
+
+
+@torch.no_grad()
+def restore(model: torch.nn.Module, noisy_hu: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """The model's output, in HU, for a stack of noisy slices."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(_tensor(noisy_hu[i : i + batch_size]).to(device)).cpu().numpy()[:, 0] for i in range(0, len(noisy_hu), batch_size)]
+    return from_network(np.concatenate(out))
+
+
+def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | Path, *, resume_key: str = "") -> dict[str, Any]:
+    """Train ``cfg['network']`` with ``cfg['train']`` (epochs, batch_size, optimizer, lr,
+    schedule); write the engine's files (``model.pt``, history, checkpoints) into
+    ``out_dir``; return the best epoch and its validation PSNR."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg["train"]
+    seed_everything(int(cfg.get("seed", 0)))
+    device = select_device(cfg.get("device", "auto"))
+    model = build_restoration_network(cfg["network"], spatial_dims=2).to(device)
+    optimizer = make_optimizer(model.parameters(), tcfg)
+    epochs = int(tcfg["epochs"])
+    inputs, targets = _tensor(train.noisy), _tensor(train.reference)
+    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    batch = int(tcfg["batch_size"])
+    window = cfg.get("window", SOFT_TISSUE)
+
+    def train_epoch(_epoch: int) -> float:
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(len(inputs), generator=generator).split(batch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(model(inputs[idx].to(device)), targets[idx].to(device))
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        return total / len(inputs)
+
+    def validate() -> dict[str, float]:
+        restored = restore(model, val.noisy)
+        val_loss = float(np.mean((to_network(restored) - to_network(val.reference)) ** 2))
+        return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window)["psnr"]))}
+
+    trainer = Trainer(
+        net=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, tcfg, epochs),
+        train_epoch=train_epoch,
+        validate=validate,
+        metric="val_psnr",
+        columns=HISTORY_COLUMNS,
+        generator=generator,
+    )
+    state = run_epochs(trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc="train denoiser")
+    return {"best_epoch": state["best_epoch"], "best_val_psnr": state["best"], "epochs": epochs, "n_train": len(train)}
+
+
+def load_denoiser(path: str | Path, network: dict[str, Any], device: str = "cpu") -> torch.nn.Module:
+    """The best weights written by :func:`fit` (``model.pt``)."""
+    model = build_restoration_network(network, spatial_dims=2)
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["state_dict"])
+    return model.to(device).eval()
