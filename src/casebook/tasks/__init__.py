@@ -85,6 +85,18 @@ TASKS: dict[str, TaskFamily] = {
             train_keys=("loss",),
             model_sections=("segmentation",),
         ),
+        TaskFamily(
+            name="restoration",
+            description="image restoration: denoising of simulated low-dose CT slices (2D)",
+            networks=("redcnn", "unet"),
+            sections=("restoration",),
+            required=("models", "restoration"),
+            selection_metric="val_psnr",
+            selection_label="PSNR (dB)",
+            loss_label="mean squared error",
+            model_sections=("restoration",),
+            stages=("train",),
+        ),
     )
 }
 

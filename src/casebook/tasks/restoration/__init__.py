@@ -1,8 +1,10 @@
-"""Task family "restoration" (issue 15, in progress): denoising of low-dose CT first.
+"""Task family "restoration": denoising of low-dose CT (issue 15, the first of its case
+studies).
 
-Built so far, as a library: the physical low-dose simulation (:mod:`.dose`), the
-restoration networks (:mod:`.networks`: RED-CNN and a residual MONAI U-Net), the
-classical baselines (:mod:`.baselines`) and the metrics with paired bootstrap CIs over
-patients (:mod:`.metrics`). Not yet a family of the registry: it has no rules file,
-schema section or stages, so no case study can name it.
+CT slices of the ingested volumes are simulated at lower doses the physical way
+(:mod:`.dose`: projection, Poisson counts, filtered back projection; :mod:`.simulate`
+writes the pairs), a network learns to restore them (:mod:`.networks`: RED-CNN and a
+residual MONAI U-Net; :mod:`.train`, on the shared engine), and every method, the
+tuned classical baselines (:mod:`.baselines`) included, is scored with PSNR and SSIM
+with bootstrap CIs over patients (:mod:`.metrics`, :mod:`.evaluate`, :mod:`.figures`).
 """

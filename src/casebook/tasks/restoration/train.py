@@ -16,21 +16,23 @@ from casebook.engine.runtime import seed_everything, select_device
 from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
 from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality
 from casebook.tasks.restoration.networks import build_restoration_network
+from casebook.tasks.restoration.simulate import load_pairs
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_psnr", "lr", "seconds"]
 
 
-def _tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(to_network(images))[:, None]
+def _tensor(images: np.ndarray, window) -> torch.Tensor:
+    return torch.from_numpy(to_network(images, window))[:, None]
 
 
 @torch.no_grad()
-def restore(model: torch.nn.Module, noisy_hu: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """The model's output, in HU, for a stack of noisy slices."""
+def restore(model: torch.nn.Module, noisy_hu: np.ndarray, window=SOFT_TISSUE, batch_size: int = 16) -> np.ndarray:
+    """The model's output, in HU, for a stack of noisy slices (``window``: the one the
+    model was trained on, which sets its input scale)."""
     model.eval()
     device = next(model.parameters()).device
-    out = [model(_tensor(noisy_hu[i : i + batch_size]).to(device)).cpu().numpy()[:, 0] for i in range(0, len(noisy_hu), batch_size)]
-    return from_network(np.concatenate(out))
+    out = [model(_tensor(noisy_hu[i : i + batch_size], window).to(device)).cpu().numpy()[:, 0] for i in range(0, len(noisy_hu), batch_size)]
+    return from_network(np.concatenate(out), window)
 
 
 def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | Path, *, resume_key: str = "") -> dict[str, Any]:
@@ -45,10 +47,10 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
     model = build_restoration_network(cfg["network"], spatial_dims=2).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     epochs = int(tcfg["epochs"])
-    inputs, targets = _tensor(train.noisy), _tensor(train.reference)
+    window = (cfg.get("restoration") or {}).get("window", SOFT_TISSUE)
+    inputs, targets = _tensor(train.noisy, window), _tensor(train.reference, window)
     generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     batch = int(tcfg["batch_size"])
-    window = cfg.get("window", SOFT_TISSUE)
 
     def train_epoch(_epoch: int) -> float:
         model.train()
@@ -62,8 +64,8 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
         return total / len(inputs)
 
     def validate() -> dict[str, float]:
-        restored = restore(model, val.noisy)
-        val_loss = float(np.mean((to_network(restored) - to_network(val.reference)) ** 2))
+        restored = restore(model, val.noisy, window)
+        val_loss = float(np.mean((to_network(restored, window) - to_network(val.reference, window)) ** 2))
         return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window)["psnr"]))}
 
     trainer = Trainer(
@@ -85,3 +87,53 @@ def load_denoiser(path: str | Path, network: dict[str, Any], device: str = "cpu"
     model = build_restoration_network(network, spatial_dims=2)
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["state_dict"])
     return model.to(device).eval()
+
+
+def train_stage(
+    cfg: dict[str, Any], *, pairs: str, splits: str, fold: int, name: str, outputs: dict[str, str], wildcards=None
+) -> dict[str, Any]:
+    """The train rule of a restoration case study: fit on the fold's training images,
+    validate on its validation images, then write the model card and the record."""
+    from casebook import provenance
+    from casebook.engine.checkpoint import resume_key
+    from casebook.fileio import read_json, write_json
+    from casebook.split import fold_split
+
+    started, code = provenance.now(), provenance.code_state()
+    window = (cfg.get("restoration") or {}).get("window", SOFT_TISSUE)
+    part = fold_split(read_json(splits), fold, splits)
+    train, val = load_pairs(pairs, part["train"]), load_pairs(pairs, part["val"])
+    sums = {str(p): provenance.input_digest(p) for p in (pairs, splits)}
+    summary = fit(
+        cfg, train, val, Path(outputs["model"]).parent,
+        resume_key=resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
+    )  # fmt: skip
+    card = {
+        "name": name,
+        "version": "1",
+        "task": "restoration",
+        "network": cfg["network"],
+        "input": {
+            "format": "float32 tensor (1, y, x): a low-dose FBP slice, (HU - window centre) / window width",
+            "window_hu": list(window),
+        },
+        "output": {"type": "the restored slice, same scale"},
+        "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
+        "metrics": {"best_val_psnr": summary["best_val_psnr"], "best_epoch": summary["best_epoch"]},
+        "data": {"n_train_slices": len(train), "n_val_slices": len(val)},
+        "versions": provenance.package_versions(),
+    }
+    write_json(outputs["card"], card)
+    provenance.write_record(
+        outputs["provenance"],
+        rule="train",
+        inputs=[pairs, splits],
+        outputs=[outputs["model"], outputs["history"], outputs["card"]],
+        params={"model": cfg, "fold": fold},
+        seed=cfg.get("seed"),
+        started=started,
+        code=code,
+        device=str(select_device(cfg.get("device", "auto"))),
+        wildcards=wildcards,
+    )
+    return summary

@@ -1,0 +1,131 @@
+"""The evaluate_restoration rule: every method on the test slices at every dose.
+
+Methods: the low-dose input itself, each classical baseline (its parameter tuned on the
+validation slices of the fold, per dose), and each trained model. Per test slice: PSNR
+and SSIM on the case study's window. Per dose and method: the means with percentile
+bootstrap CIs over patients, and each model's paired difference against the input and
+against the best baseline (paired bootstrap over patients)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from casebook import provenance
+from casebook.analysis.stats import bootstrap_ci
+from casebook.fileio import atomic_path, read_json, write_json
+from casebook.split import fold_split
+from casebook.tasks.restoration import figures
+from casebook.tasks.restoration.baselines import BASELINES, tune
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference
+from casebook.tasks.restoration.simulate import load_pairs
+from casebook.tasks.restoration.train import load_denoiser, restore
+
+METRICS = ("psnr", "ssim")
+INPUT = "low-dose input"
+
+
+def restored_by_method(models: dict[str, Any], baselines: dict[str, dict], noisy: np.ndarray, window) -> dict[str, np.ndarray]:
+    """Every method's output for a stack of low-dose slices (HU)."""
+    out = {INPUT: noisy}
+    for name, params in baselines.items():
+        out[name] = np.stack([BASELINES[name](x, **params) for x in noisy])
+    for name, model in models.items():
+        out[name] = restore(model, noisy, window)
+    return out
+
+
+def _mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float]:
+    ci = bootstrap_ci(values, values, patients, lambda _l, v: {"mean": float(np.mean(v))}, n_boot=n_boot, level=level, seed=seed)["mean"]
+    return {"mean": float(np.mean(values)), "ci_low": ci[0], "ci_high": ci[1]}
+
+
+def summarize(table: pd.DataFrame, models: list[str], baselines: list[str], *, n_boot: int, level: float, seed: int) -> dict[str, Any]:
+    """Per dose: each method's mean metrics with CIs; each model against the input and
+    against the best baseline (by mean PSNR at that dose), paired over patients."""
+    doses = {}
+    for dose, rows in table.groupby("dose", sort=True):
+        wide = {m: rows[rows["method"] == m].sort_values("slice") for m in rows["method"].unique()}
+        patients = wide[INPUT]["patient_id"].to_numpy()
+        methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in METRICS} for m, w in wide.items()}
+        best_baseline = max(baselines, key=lambda b: methods[b]["psnr"]["mean"]) if baselines else None
+        comparisons = {}
+        for model in models:
+            against = [INPUT] + ([best_baseline] if best_baseline else [])
+            comparisons[model] = {
+                other: {
+                    k: paired_difference(
+                        wide[model][k].to_numpy(), wide[other][k].to_numpy(), patients, n_boot=n_boot, level=level, seed=seed
+                    )
+                    for k in METRICS
+                }
+                for other in against
+            }
+        doses[f"{dose:g}"] = {"methods": methods, "best_baseline": best_baseline, "comparisons": comparisons}
+    return {"doses": doses, "ci_level": level, "n_bootstrap": n_boot, "ci_method": "percentile bootstrap over patients"}
+
+
+def evaluate_stage(
+    models: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    *,
+    inputs: dict[str, Any],
+    outputs: dict[str, str],
+    fold: int,
+    title: str,
+    seed: int,
+    wildcards=None,
+) -> dict[str, Any]:
+    """``models`` maps a model name to its config and ``inputs['models']`` lists their
+    ``model.pt`` in the same order."""
+    started, code = provenance.now(), provenance.code_state()
+    splits = read_json(inputs["splits"])
+    window = settings.get("window", SOFT_TISSUE)
+    test, val = load_pairs(inputs["pairs"], splits["test"]), load_pairs(inputs["pairs"], fold_split(splits, fold, inputs["splits"])["val"])
+    nets = {name: load_denoiser(path, cfg["network"]) for (name, cfg), path in zip(models.items(), inputs["models"])}
+    score = lambda restored, reference: image_quality(restored, reference, window)["psnr"]  # noqa: E731
+    rows, examples, tuned = [], {}, {}
+    for dose in sorted(set(test.dose.tolist())):
+        at, at_val = test.at_dose(dose), val.at_dose(dose)
+        params = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
+        tuned[f"{dose:g}"] = params
+        outputs_by_method = restored_by_method(nets, params, at.noisy, window)
+        for method, restored in outputs_by_method.items():
+            quality = image_quality(restored, at.reference, window)
+            rows += [
+                {"slice": i, "patient_id": p, "dose": dose, "method": method, "psnr": quality["psnr"][i], "ssim": quality["ssim"][i]}
+                for i, p in enumerate(at.patient)
+            ]
+        examples[dose] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
+    table = pd.DataFrame(rows)
+    with atomic_path(outputs["per_image"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    metrics = summarize(
+        table, list(models), list(settings.get("baselines", list(BASELINES))),
+        n_boot=int(settings.get("n_bootstrap", 1000)), level=float(settings.get("ci_level", 0.95)), seed=seed,
+    )  # fmt: skip
+    metrics.update(
+        task="restoration",
+        window_hu=list(window),
+        fold=fold,
+        baseline_params=tuned,
+        n_test_slices=int(len(test) / max(1, len(set(test.dose.tolist())))),
+    )
+    write_json(outputs["metrics"], metrics)
+    lowest = min(examples)
+    figures.plot_panels(examples[lowest], window, f"{title}: dose {lowest:g} of full", outputs["panels"])
+    figures.plot_metric_vs_dose(metrics, f"{title}: test slices", outputs["curves"])
+    provenance.write_record(
+        outputs["provenance"],
+        rule="evaluate_restoration",
+        inputs=[inputs["pairs"], inputs["splits"], *inputs["models"]],
+        outputs=[outputs["per_image"], outputs["metrics"], outputs["panels"], outputs["curves"]],
+        params={"restoration": settings, "models": models, "fold": fold},
+        seed=seed,
+        started=started,
+        code=code,
+        wildcards=wildcards,
+    )
+    return metrics

@@ -1,0 +1,63 @@
+"""Figures of the restoration family: example panels with difference maps, and the
+metrics against dose with their CIs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from casebook.analysis.plotting import save_figure  # noqa: E402
+
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
+
+
+def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], title: str, path: str | Path) -> None:
+    """One test slice: the full-dose reference and every method's output on the display
+    window (top), each output minus the reference (bottom, +-100 HU)."""
+    reference = images["reference"]
+    methods = [m for m in images if m != "reference"]
+    fig, axes = plt.subplots(2, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 5.0), squeeze=False, layout="constrained")
+    low, high = window
+    axes[0, 0].imshow(reference, cmap="gray", vmin=low, vmax=high)
+    axes[0, 0].set_title("full-dose reference", fontsize=8)
+    axes[1, 0].axis("off")
+    for j, method in enumerate(methods, start=1):
+        axes[0, j].imshow(images[method], cmap="gray", vmin=low, vmax=high)
+        axes[0, j].set_title(method, fontsize=8)
+        shown = axes[1, j].imshow(images[method] - reference, cmap="RdBu_r", vmin=-100, vmax=100)
+        axes[1, j].set_title("minus reference", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[1, 1:].tolist(), shrink=0.8, label="HU")
+    fig.suptitle(f"{title} (window {low:g} to {high:g} HU)", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_metric_vs_dose(metrics: dict[str, Any], title: str, path: str | Path) -> None:
+    """Mean PSNR and SSIM of every method against dose, with their bootstrap CIs."""
+    doses = sorted(metrics["doses"], key=float)
+    methods = list(metrics["doses"][doses[0]]["methods"])
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
+    x = np.array([float(d) for d in doses])
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        for method in methods:
+            s = [metrics["doses"][d]["methods"][method][metric] for d in doses]
+            mean = np.array([v["mean"] for v in s])
+            err = np.array([[v["mean"] - v["ci_low"] for v in s], [v["ci_high"] - v["mean"] for v in s]])
+            ax.errorbar(x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{d:g}" for d in x])
+        ax.set_xlabel("dose (fraction of full dose)")
+        ax.set_ylabel(LABELS[metric])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title} ({int(metrics['ci_level'] * 100)}% CI, {metrics['ci_method']})", fontsize=9)
+    save_figure(fig, path)

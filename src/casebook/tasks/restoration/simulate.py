@@ -1,0 +1,81 @@
+"""The simulate_dose rule: every image's central axial slices at every dose level of the
+case study, with their full-dose references, in one ``pairs.npz`` (image and patient ids
+kept, so that the split's parts and the patient bootstrap apply)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from casebook import provenance
+from casebook.fileio import atomic_path
+from casebook.layout import read_manifest
+from casebook.tasks.restoration.data import SlicePairs, simulate_pairs
+from casebook.tasks.restoration.dose import Scanner
+
+
+class SliceError(ValueError):
+    """An image that cannot be projected as the case study asks."""
+
+
+def central_slices(path: Path, image_id: str, n: int) -> tuple[list[np.ndarray], float]:
+    """The ``n`` central axial slices (HU) of a CT volume and its in-plane spacing (mm);
+    an error naming the image when its axial grid is not square and isotropic, or it has
+    fewer slices."""
+    image = sitk.ReadImage(str(path))
+    volume = sitk.GetArrayFromImage(image).astype(np.float64)  # z, y, x
+    spacing = image.GetSpacing()
+    if volume.ndim != 3 or volume.shape[1] != volume.shape[2] or not np.isclose(spacing[0], spacing[1]):
+        raise SliceError(
+            f"{image_id} ({path}): a dose simulation needs square axial slices with square pixels, "
+            f"got {volume.shape[2]} x {volume.shape[1]} pixels of {spacing[0]:g} x {spacing[1]:g} mm"
+        )
+    if volume.shape[0] < n:
+        raise SliceError(f"{image_id} ({path}): {volume.shape[0]} axial slices, fewer than the {n} asked for (restoration.slices)")
+    first = (volume.shape[0] - n) // 2
+    return [volume[z] for z in range(first, first + n)], float(spacing[0])
+
+
+def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: dict[str, str], wildcards=None) -> SlicePairs:
+    """Read the ingested volumes, simulate, write ``outputs['pairs']`` and its record."""
+    started, code = provenance.now(), provenance.code_state()
+    manifest = read_manifest(Path(data_dir) / "manifest.tsv")
+    slices, image_ids = [], []
+    for row in manifest.itertuples():
+        hus, spacing = central_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]))
+        slices += [(row.patient_id, hu, spacing) for hu in hus]
+        image_ids += [row.image_id] * len(hus)
+    scanner = Scanner(n_angles=int(settings["n_angles"]), photons=float(settings["photons"]))
+    pairs = simulate_pairs(slices, [float(d) for d in settings["doses"]], scanner, seed=seed, progress=True)
+    per_slice = len(settings["doses"])
+    ids = np.repeat(np.asarray(image_ids), per_slice)
+    with atomic_path(outputs["pairs"]) as tmp:
+        with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
+            np.savez_compressed(
+                handle, noisy=pairs.noisy.astype(np.float32), reference=pairs.reference.astype(np.float32),
+                dose=pairs.dose, patient=pairs.patient, image_id=ids,
+            )  # fmt: skip
+    provenance.write_record(
+        outputs["provenance"],
+        rule="simulate_dose",
+        inputs=[data_dir],
+        outputs=[outputs["pairs"]],
+        params={"restoration": settings},
+        seed=seed,
+        started=started,
+        code=code,
+        wildcards=wildcards,
+    )
+    return pairs
+
+
+def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:
+    """The pairs of ``pairs.npz``, of the given images only (all when None)."""
+    with np.load(path) as data:
+        keep = np.ones(len(data["dose"]), bool) if image_ids is None else np.isin(data["image_id"], list(image_ids))
+        return SlicePairs(
+            data["noisy"][keep].astype(np.float64), data["reference"][keep].astype(np.float64), data["dose"][keep], data["patient"][keep]
+        )

@@ -1,0 +1,21 @@
+"""The shared rules' stages of the restoration family (casebook.tasks.stage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from casebook.scripting import Job
+
+
+def train(job: Job) -> dict[str, Any]:
+    from casebook.tasks.restoration.train import train_stage
+
+    return train_stage(
+        job.model_config(),
+        pairs=job.input["pairs"],
+        splits=job.input["splits"],
+        fold=int(job.wildcards["fold"]),
+        name=job.name,
+        outputs=job.output,
+        wildcards=job.wildcards,
+    )
