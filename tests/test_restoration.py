@@ -148,7 +148,8 @@ def test_tuned_baselines_raise_psnr_over_the_low_dose_input(pairs):
     val, test = slice(0, 8), slice(8, None)
     noisy_psnr = score(low.noisy[test], low.reference[test]).mean()
     for name, baseline in BASELINES.items():
-        params = tune(name, low.noisy[val], low.reference[val], score)
+        params, validation_psnr = tune(name, low.noisy[val], low.reference[val], score)
+        assert validation_psnr > score(low.noisy[val], low.reference[val]).mean()
         restored = np.stack([baseline(x, **params) for x in low.noisy[test]])
         assert score(restored, low.reference[test]).mean() > noisy_psnr + 2.0, name
 

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 import pytest
-from workflow_helpers import copy_workflow, edit_yaml, snakemake
+from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_test_slices_come_from_test_patients_only(restoration_run):
     splits = json.loads((results / "split/splits.json").read_text())
     test_patients = set(manifest.set_index("image_id").loc[splits["test"], "patient_id"])
     table = pd.read_csv(results / "evaluation/per_image.tsv", sep="\t", dtype={"patient_id": str})
-    assert set(table["patient_id"]) == test_patients
+    assert set(table["patient_id"]) == test_patients and set(table["image_id"]) == set(splits["test"])
     # one slice per test volume, two doses, five methods
     assert len(table) == len(splits["test"]) * 2 * len(METHODS)
 
@@ -85,6 +85,19 @@ def test_report_has_the_restoration_figures_and_a_rerun_does_nothing(restoration
     report = (restoration_run / "results/report.html").read_text(errors="replace")
     assert "denoising_panels.png" in report and "metrics_vs_dose.png" in report
     assert "Nothing to be done" in snakemake(restoration_run, "--dry-run").stdout
+
+
+def test_an_evaluation_setting_reruns_the_evaluation_only(restoration_run):
+    path = restoration_run / CASESTUDY
+    before = path.read_bytes()
+    try:
+        edit_yaml(path, lambda cs: cs["restoration"].update(n_bootstrap=60))
+        assert planned_jobs(snakemake(restoration_run, "--dry-run").stdout) == {"evaluate_restoration": 1, "all": 1}
+        edit_yaml(path, lambda cs: cs["restoration"].update(n_bootstrap=50, window=[-200, 300]))
+        jobs = planned_jobs(snakemake(restoration_run, "--dry-run").stdout)
+        assert jobs.get("train") == 2 and "simulate_dose" not in jobs  # the window scales the networks' input
+    finally:
+        path.write_bytes(before)
 
 
 def test_volumes_with_non_square_slices_are_refused_naming_the_image(tmp_path):

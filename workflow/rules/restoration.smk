@@ -29,12 +29,26 @@ def restoration_targets(cs):
     return out
 
 
+def restoration_fold(cs):
+    """The one fold every model's evaluation uses: the baselines are tuned on its
+    validation slices, so a model trained on another fold could have trained on them."""
+    folds = sorted({f for _, f in first_runs(cs)})
+    if len(folds) != 1:
+        raise WorkflowError(
+            f"case study {cs!r}: every model of a restoration study must train the same first fold "
+            f"(the baselines are tuned on its validation slices); got folds {folds}"
+        )
+    return folds[0]
+
+
 FAMILY_HOOKS["restoration"] = {
     "train_input": lambda wc: {
         "pairs": f"results/{wc.cs}/dose/pairs.npz",
         "splits": f"results/{wc.cs}/split/splits.json",
         "leakage": f"results/{wc.cs}/split/leakage_check.json",
     },
+    # the window sets the networks' input scale; the rest of the section is evaluation's
+    "train_params": lambda wc: {"window": restoration_settings(wc.cs).get("window")},
     "targets": restoration_targets,
 }
 

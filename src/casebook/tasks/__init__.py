@@ -94,7 +94,6 @@ TASKS: dict[str, TaskFamily] = {
             selection_metric="val_psnr",
             selection_label="PSNR (dB)",
             loss_label="mean squared error",
-            model_sections=("restoration",),
             stages=("train",),
         ),
     )

@@ -59,7 +59,7 @@ rule evaluate_restoration:
         **rule_resources("evaluate"),
     params:
         models=lambda wc: {m: model_config(wc.cs, m) for m, _ in first_runs(wc.cs)},
-        fold=lambda wc: first_runs(wc.cs)[0][1],
+        fold=lambda wc: restoration_fold(wc.cs),
         restoration=lambda wc: restoration_settings(wc.cs),
         title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
         seed=lambda wc: cs_seed(wc.cs),

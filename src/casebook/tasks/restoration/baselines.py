@@ -42,10 +42,11 @@ BASELINES = {"gaussian": gaussian, "nlm": non_local_means}
 GRIDS = {"gaussian": ("sigma_px", (0.5, 0.75, 1.0, 1.5, 2.0)), "nlm": ("strength", (0.8, 1.2, 1.6, 2.4, 3.2))}
 
 
-def tune(name: str, noisy: np.ndarray, reference: np.ndarray, score) -> dict[str, float]:
+def tune(name: str, noisy: np.ndarray, reference: np.ndarray, score) -> tuple[dict[str, float], float]:
     """The baseline's parameter from its grid with the highest mean ``score(restored,
-    reference)`` on validation slices (not test ones): a classical method gets the same
-    chance to fit the noise level as a trained network."""
+    reference)`` on validation slices (not test ones), and that mean: a classical method
+    gets the same chance to fit the noise level as a trained network."""
     key, grid = GRIDS[name]
     means = {value: float(np.mean(score(np.stack([BASELINES[name](x, **{key: value}) for x in noisy]), reference))) for value in grid}
-    return {key: max(means, key=means.get)}
+    best = max(means, key=means.get)
+    return {key: best}, means[best]

@@ -29,19 +29,22 @@ def from_network(x: np.ndarray, window) -> np.ndarray:
 @dataclass
 class SlicePairs:
     """``noisy[i]`` is slice ``i`` at dose ``dose[i]``, ``reference[i]`` its full-dose
-    reference (both HU, square), of patient ``patient[i]``."""
+    reference (both HU, square), of patient ``patient[i]`` (and image ``image_id[i]``,
+    where known)."""
 
     noisy: np.ndarray
     reference: np.ndarray
     dose: np.ndarray
     patient: np.ndarray
+    image_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.noisy)
 
     def at_dose(self, dose: float) -> SlicePairs:
         keep = np.isclose(self.dose, dose)
-        return SlicePairs(self.noisy[keep], self.reference[keep], self.dose[keep], self.patient[keep])
+        ids = None if self.image_id is None else self.image_id[keep]
+        return SlicePairs(self.noisy[keep], self.reference[keep], self.dose[keep], self.patient[keep], ids)
 
 
 def simulate_pairs(

@@ -4,7 +4,8 @@ Methods: the low-dose input itself, each classical baseline (its parameter tuned
 validation slices of the fold, per dose), and each trained model. Per test slice: PSNR
 and SSIM on the case study's window. Per dose and method: the means with percentile
 bootstrap CIs over patients, and each model's paired difference against the input and
-against the best baseline (paired bootstrap over patients)."""
+against the best baseline (the one with the highest validation PSNR at that dose; paired
+bootstrap over patients)."""
 
 from __future__ import annotations
 
@@ -42,15 +43,18 @@ def _mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float
     return {"mean": float(np.mean(values)), "ci_low": ci[0], "ci_high": ci[1]}
 
 
-def summarize(table: pd.DataFrame, models: list[str], baselines: list[str], *, n_boot: int, level: float, seed: int) -> dict[str, Any]:
+def summarize(
+    table: pd.DataFrame, models: list[str], best_baselines: dict[float, str | None], *, n_boot: int, level: float, seed: int
+) -> dict[str, Any]:
     """Per dose: each method's mean metrics with CIs; each model against the input and
-    against the best baseline (by mean PSNR at that dose), paired over patients."""
+    against that dose's best baseline (chosen on the validation slices), paired over
+    patients."""
     doses = {}
     for dose, rows in table.groupby("dose", sort=True):
         wide = {m: rows[rows["method"] == m].sort_values("slice") for m in rows["method"].unique()}
         patients = wide[INPUT]["patient_id"].to_numpy()
         methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in METRICS} for m, w in wide.items()}
-        best_baseline = max(baselines, key=lambda b: methods[b]["psnr"]["mean"]) if baselines else None
+        best_baseline = best_baselines.get(dose)
         comparisons = {}
         for model in models:
             against = [INPUT] + ([best_baseline] if best_baseline else [])
@@ -84,18 +88,31 @@ def evaluate_stage(
     splits = read_json(inputs["splits"])
     window = settings.get("window", SOFT_TISSUE)
     test, val = load_pairs(inputs["pairs"], splits["test"]), load_pairs(inputs["pairs"], fold_split(splits, fold, inputs["splits"])["val"])
+    clash = sorted(set(models) & {INPUT, *BASELINES})
+    if clash:
+        raise ValueError(f"model name(s) {clash} are taken by the low-dose input or a classical baseline: rename the model(s)")
     nets = {name: load_denoiser(path, cfg["network"]) for (name, cfg), path in zip(models.items(), inputs["models"])}
     score = lambda restored, reference: image_quality(restored, reference, window)["psnr"]  # noqa: E731
-    rows, examples, tuned = [], {}, {}
+    rows, examples, tuned, best = [], {}, {}, {}
     for dose in sorted(set(test.dose.tolist())):
         at, at_val = test.at_dose(dose), val.at_dose(dose)
-        params = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
-        tuned[f"{dose:g}"] = params
+        fits = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
+        params = {b: fit[0] for b, fit in fits.items()}
+        tuned[f"{dose:g}"] = {b: {**fit[0], "validation_psnr": fit[1]} for b, fit in fits.items()}
+        best[dose] = max(fits, key=lambda b: fits[b][1]) if fits else None
         outputs_by_method = restored_by_method(nets, params, at.noisy, window)
         for method, restored in outputs_by_method.items():
             quality = image_quality(restored, at.reference, window)
             rows += [
-                {"slice": i, "patient_id": p, "dose": dose, "method": method, "psnr": quality["psnr"][i], "ssim": quality["ssim"][i]}
+                {
+                    "slice": i,
+                    "image_id": at.image_id[i],
+                    "patient_id": p,
+                    "dose": dose,
+                    "method": method,
+                    "psnr": quality["psnr"][i],
+                    "ssim": quality["ssim"][i],
+                }  # fmt: skip
                 for i, p in enumerate(at.patient)
             ]
         examples[dose] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
@@ -103,7 +120,7 @@ def evaluate_stage(
     with atomic_path(outputs["per_image"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     metrics = summarize(
-        table, list(models), list(settings.get("baselines", list(BASELINES))),
+        table, list(models), best,
         n_boot=int(settings.get("n_bootstrap", 1000)), level=float(settings.get("ci_level", 0.95)), seed=seed,
     )  # fmt: skip
     metrics.update(

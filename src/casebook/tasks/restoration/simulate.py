@@ -77,5 +77,9 @@ def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:
     with np.load(path) as data:
         keep = np.ones(len(data["dose"]), bool) if image_ids is None else np.isin(data["image_id"], list(image_ids))
         return SlicePairs(
-            data["noisy"][keep].astype(np.float64), data["reference"][keep].astype(np.float64), data["dose"][keep], data["patient"][keep]
+            data["noisy"][keep].astype(np.float64),
+            data["reference"][keep].astype(np.float64),
+            data["dose"][keep],
+            data["patient"][keep],
+            data["image_id"][keep],
         )
