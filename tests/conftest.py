@@ -110,3 +110,16 @@ def tiny_run(tmp_path_factory) -> Path:
     from shared_run import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("tiny_run") / "wf")
+
+
+@pytest.fixture(scope="module")
+def torch_two_threads():
+    """At most two torch threads for a test module (``pytestmark =
+    pytest.mark.usefixtures("torch_two_threads")``): the test machine has two cores and
+    is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, 2))
+    yield
+    torch.set_num_threads(before)

@@ -16,7 +16,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from seg_cases import preprocessed_brain
 
 import casebook.tasks.segmentation.robustness as seg_robustness
@@ -34,13 +33,7 @@ SWEPT = {"noise": [1.0, 8.0], "blur": [2.0], "motion": [20.0]}
 PERTURBATIONS_CFG = {name: SWEPT.get(name, []) for name in PERTURBATIONS}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _two_threads():
-    """The test machine has two cores and is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, 2))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_two_threads")
 
 
 @pytest.fixture(scope="module")

@@ -36,13 +36,7 @@ N_CLASSES = 4
 UNET = {"name": "unet", "kwargs": {"channels": [8, 16, 32], "strides": [2, 2]}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _two_threads():
-    """The test machine has two cores and is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, 2))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_two_threads")
 
 
 @pytest.fixture(scope="module")

@@ -115,22 +115,17 @@ def casestudy_problems(cs: dict[str, Any]) -> list[str]:
     """What a case study of its family lacks or sets that belongs to another family."""
     fam = family(cs.get("task", "classification"))
     problems = [f"task {fam.name} needs '{key}'" for key in fam.required if key not in cs]
-    for other in TASKS.values():
-        if other.name != fam.name:
-            problems += [
-                f"'{key}' is a setting of task {other.name}, not {fam.name}"
-                for key in other.sections
-                if key in cs and key not in fam.sections
-            ]
     trains = [("", cs.get("train") or {})] + [(f"model {m!r}: ", spec.get("train") or {}) for m, spec in (cs.get("models") or {}).items()]
-    for other in TASKS.values():
-        if other.name != fam.name:
-            problems += [
-                f"{owner}'train.{key}' is a setting of task {other.name}, not {fam.name}"
-                for owner, train in trains
-                for key in other.train_keys
-                if key in train and key not in fam.train_keys
-            ]
+    for other in (t for t in TASKS.values() if t.name != fam.name):
+        problems += [
+            f"'{key}' is a setting of task {other.name}, not {fam.name}" for key in other.sections if key in cs and key not in fam.sections
+        ]
+        problems += [
+            f"{owner}'train.{key}' is a setting of task {other.name}, not {fam.name}"
+            for owner, train in trains
+            for key in other.train_keys
+            if key in train and key not in fam.train_keys
+        ]
     for model, spec in (cs.get("models") or {}).items():
         name = (spec.get("network") or {}).get("name")
         if name not in fam.networks:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from casebook import provenance
 from casebook.analysis.stats import bootstrap_ci
+from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.restoration import figures
@@ -91,7 +92,10 @@ def evaluate_stage(
     clash = sorted(set(models) & {INPUT, *BASELINES})
     if clash:
         raise ValueError(f"model name(s) {clash} are taken by the low-dose input or a classical baseline: rename the model(s)")
-    nets = {name: load_denoiser(path, cfg["network"]) for (name, cfg), path in zip(models.items(), inputs["models"])}
+    nets = {
+        name: load_denoiser(path, cfg["network"], select_device(cfg.get("device", "auto")))
+        for (name, cfg), path in zip(models.items(), inputs["models"])
+    }
     score = lambda restored, reference: image_quality(restored, reference, window)["psnr"]  # noqa: E731
     rows, examples, tuned, best = [], {}, {}, {}
     for dose in sorted(set(test.dose.tolist())):

@@ -10,15 +10,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from casebook import provenance
+from casebook.engine import checkpoint
 from casebook.engine.loop import Trainer, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
+from casebook.fileio import read_json, write_json
+from casebook.split import fold_split
 from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
 from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality
 from casebook.tasks.restoration.networks import build_restoration_network
 from casebook.tasks.restoration.simulate import load_pairs
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_psnr", "lr", "seconds"]
+
+
+def window_of(cfg: dict[str, Any]):
+    """The display window a model's inputs are scaled by (its family settings, else soft tissue)."""
+    return (cfg.get("restoration") or {}).get("window", SOFT_TISSUE)
 
 
 def _tensor(images: np.ndarray, window) -> torch.Tensor:
@@ -47,7 +56,7 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
     model = build_restoration_network(cfg["network"], spatial_dims=2).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     epochs = int(tcfg["epochs"])
-    window = (cfg.get("restoration") or {}).get("window", SOFT_TISSUE)
+    window = window_of(cfg)
     inputs, targets = _tensor(train.noisy, window), _tensor(train.reference, window)
     generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     batch = int(tcfg["batch_size"])
@@ -82,7 +91,7 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
     return {"best_epoch": state["best_epoch"], "best_val_psnr": state["best"], "epochs": epochs, "n_train": len(train)}
 
 
-def load_denoiser(path: str | Path, network: dict[str, Any], device: str = "cpu") -> torch.nn.Module:
+def load_denoiser(path: str | Path, network: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
     """The best weights written by :func:`fit` (``model.pt``)."""
     model = build_restoration_network(network, spatial_dims=2)
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["state_dict"])
@@ -94,19 +103,14 @@ def train_stage(
 ) -> dict[str, Any]:
     """The train rule of a restoration case study: fit on the fold's training images,
     validate on its validation images, then write the model card and the record."""
-    from casebook import provenance
-    from casebook.engine.checkpoint import resume_key
-    from casebook.fileio import read_json, write_json
-    from casebook.split import fold_split
-
     started, code = provenance.now(), provenance.code_state()
-    window = (cfg.get("restoration") or {}).get("window", SOFT_TISSUE)
+    window = window_of(cfg)
     part = fold_split(read_json(splits), fold, splits)
     train, val = load_pairs(pairs, part["train"]), load_pairs(pairs, part["val"])
     sums = {str(p): provenance.input_digest(p) for p in (pairs, splits)}
     summary = fit(
         cfg, train, val, Path(outputs["model"]).parent,
-        resume_key=resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
+        resume_key=checkpoint.resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
     )  # fmt: skip
     card = {
         "name": name,
