@@ -56,10 +56,10 @@ def files_under(root: Path, out: str) -> dict[str, bytes]:
 
 
 def without_segmentation(repo: Path) -> None:
-    """Drop the segmentation and restoration case studies' artifacts from dvc.yaml, as
+    """Drop the segmentation, restoration and generation case studies' artifacts from dvc.yaml, as
     make_tiny drops them from the config: DVC's mechanics are the same for every case
     study."""
-    seg = ("results/brain_tumour_mri", "results/abdomen_ct", "results/lowdose_ct")
+    seg = ("results/brain_tumour_mri", "results/abdomen_ct", "results/lowdose_ct", "results/cxr_synthesis")
 
     def drop(dvc_yaml):
         stage = dvc_yaml["stages"]["casebook"]

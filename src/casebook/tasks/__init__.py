@@ -96,6 +96,18 @@ TASKS: dict[str, TaskFamily] = {
             loss_label="mean squared error",
             stages=("train",),
         ),
+        TaskFamily(
+            name="generation",
+            description="class-conditional image synthesis (2D diffusion), judged, checked for memorization, used downstream",
+            networks=("ddpm",),
+            sections=("generation",),
+            required=("models",),
+            selection_metric="val_neg_loss",
+            selection_label="-(noise MSE)",
+            loss_label="noise-prediction MSE",
+            image_labels=True,
+            stages=("train",),
+        ),
     )
 }
 
