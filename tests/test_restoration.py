@@ -40,7 +40,7 @@ def pairs(slices) -> SlicePairs:
 
 def _subset(pairs: SlicePairs, patients) -> SlicePairs:
     keep = np.isin(pairs.patient, list(patients))
-    return SlicePairs(pairs.noisy[keep], pairs.reference[keep], pairs.dose[keep], pairs.patient[keep])
+    return SlicePairs(pairs.noisy[keep], pairs.reference[keep], pairs.level[keep], pairs.patient[keep])
 
 
 # ---------------------------------------------------------------- dose simulation
@@ -70,7 +70,7 @@ def test_line_integrals_are_in_physical_units():
 def test_noise_grows_as_dose_falls_as_quantum_noise_does(pairs):
     sd = {}
     for dose in (1.0, 0.25, 0.1):
-        at = pairs.at_dose(dose)
+        at = pairs.at_level(dose)
         difference = (at.noisy - at.reference)[:, 16:48, 16:48]  # inside the body
         sd[dose] = difference.std()
         assert abs(difference.mean()) < 0.1 * sd[dose]  # noise, not a shift
@@ -138,7 +138,7 @@ def test_noise_estimate_of_white_noise():
 
 
 def test_tuned_baselines_raise_psnr_over_the_low_dose_input(pairs):
-    low = pairs.at_dose(0.1)
+    low = pairs.at_level(0.1)
     score = lambda restored, reference: image_quality(restored, reference)["psnr"]  # noqa: E731
     val, test = slice(0, 8), slice(8, None)
     noisy_psnr = score(low.noisy[test], low.reference[test]).mean()
@@ -177,7 +177,7 @@ def test_the_residual_unet_keeps_the_shape_and_unknown_networks_are_refused():
 def test_a_denoiser_trained_here_raises_held_out_psnr_over_the_low_dose_input(pairs, tmp_path):
     patients = sorted(set(pairs.patient))
     train, val, test = (_subset(pairs, ids) for ids in (patients[:5], patients[5:6], patients[6:]))
-    train, val = (SlicePairs(*(getattr(p, f)[p.dose < 1] for f in ("noisy", "reference", "dose", "patient"))) for p in (train, val))
+    train, val = (SlicePairs(*(getattr(p, f)[p.level < 1] for f in ("noisy", "reference", "level", "patient"))) for p in (train, val))
     cfg = {
         "network": {"name": "redcnn", "kwargs": {"channels": 16}},
         "train": {"epochs": 20, "batch_size": 4, "optimizer": "adam", "lr": 0.001},
@@ -187,10 +187,52 @@ def test_a_denoiser_trained_here_raises_held_out_psnr_over_the_low_dose_input(pa
     summary = fit(cfg, train, val, tmp_path)
     assert {CHECKPOINT, BEST, "model.pt", "history.tsv"} <= {p.name for p in tmp_path.iterdir()}
     assert summary["n_train"] == len(train) and 1 <= summary["best_epoch"] <= 20
-    low = test.at_dose(0.1)
+    low = test.at_level(0.1)
     model = load_denoiser(tmp_path / "model.pt", cfg["network"])
     restored = image_quality(restore(model, low.noisy, SOFT_TISSUE), low.reference)["psnr"]
     noisy = image_quality(low.noisy, low.reference)["psnr"]
     gain = paired_difference(restored, noisy, low.patient, n_boot=200)
     # the same RED-CNN untrained (random weights) loses about 6 dB here
     assert gain["difference"] > 1.0 and gain["ci_low"] > 0.0
+
+
+# ---------------------------------------------------------------- thick slices
+
+
+def test_thick_slices_of_a_volume_constant_along_z_interpolate_back_exactly():
+    from casebook.tasks.restoration.thick_slices import thicken
+
+    rng = np.random.default_rng(0)
+    image = np.repeat(rng.normal(size=(1, 20)), 24, axis=0)  # (z, x): every slice alike
+    np.testing.assert_allclose(thicken(image, 4, (1.0, 2.0)), image, atol=1e-9)
+
+
+def test_thick_slices_lose_detail_along_z_only_and_more_for_thicker_slices():
+    from casebook.tasks.restoration.thick_slices import thicken
+
+    z = np.arange(48)[:, None]
+    image = np.sin(2 * np.pi * z / 12.0) * np.ones((1, 16))  # detail along z only
+    errors = {f: np.abs(thicken(image, f, (1.0, 1.0)) - image)[8:-8].mean() for f in (2, 4)}
+    assert 0 < errors[2] < errors[4]
+    # columns stay identical: nothing happens along x
+    assert np.allclose(thicken(image, 4, (1.0, 1.0)), thicken(image, 4, (1.0, 1.0))[:, :1])
+    # a slab's centre lies where its thin slices' centre does: a linear ramp is kept away
+    # from the ends (ITK's B-spline mirrors at the boundary); half a slice off would shift it
+    ramp = np.arange(48, dtype=float)[:, None] * np.ones((1, 4))
+    np.testing.assert_allclose(thicken(ramp, 2, (1.0, 1.0))[12:-12], ramp[12:-12], atol=0.01)
+
+
+def test_a_slice_factor_that_does_not_divide_the_slices_and_a_missing_channel_are_refused(tmp_path):
+    import SimpleITK as sitk
+
+    from casebook.tasks.restoration.simulate import SliceError
+    from casebook.tasks.restoration.thick_slices import coronal_slices, thicken
+
+    with pytest.raises(SliceError, match=r"brain_p0003: a slice factor of 5 does not divide its 24 slices"):
+        thicken(np.zeros((24, 8)), 5, (1.0, 1.0), "brain_p0003")
+    path = tmp_path / "two_channels.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 8, 8, 2), np.float32), isVector=True), str(path))
+    slices, spacing = coronal_slices(path, "img", 2, 1)
+    assert len(slices) == 2 and slices[0].shape == (6, 8) and spacing == (1.0, 1.0)
+    with pytest.raises(SliceError, match=r"img \(.*two_channels.nii.gz\): no channel 2"):
+        coronal_slices(path, "img", 2, 2)

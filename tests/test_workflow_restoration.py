@@ -1,7 +1,8 @@
-"""Integration test of the restoration family (low-dose CT denoising) through the real
-Snakemake on a tiny config: every output, the metrics' structure and intervals, test
-slices from test patients only, the report, a rerun that does nothing, and a clear error
-for volumes whose axial slices cannot be projected."""
+"""Integration test of the restoration family through the real Snakemake on tiny
+configs: low-dose CT denoising (every output, the metrics' structure and intervals, test
+slices from test patients only, the report, a rerun that does nothing, a clear error for
+volumes whose axial slices cannot be projected), and thick-slice MRI super-resolution
+(against B-spline interpolation; a slice factor that does not divide a volume refused)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ def restoration_run(tmp_path_factory):
 def test_every_method_is_scored_at_every_dose_with_intervals(restoration_run):
     results = restoration_run / "results/lowdose_ct"
     metrics = json.loads((results / "evaluation/metrics.json").read_text())
-    assert metrics["task"] == "restoration" and metrics["window_hu"] == [-160, 240]
-    assert set(metrics["doses"]) == {"0.25", "0.1"}
-    for dose in metrics["doses"].values():
+    assert metrics["task"] == "restoration" and metrics["window"] == [-160, 240] and metrics["degradation"] == "dose"
+    assert set(metrics["levels"]) == {"0.25", "0.1"} and metrics["input_method"] == "low-dose input"
+    for dose in metrics["levels"].values():
         assert set(dose["methods"]) == METHODS and dose["best_baseline"] in {"gaussian", "nlm"}
         for scores in dose["methods"].values():
             for metric in ("psnr", "ssim"):
@@ -56,10 +57,10 @@ def test_every_method_is_scored_at_every_dose_with_intervals(restoration_run):
             assert against["low-dose input"]["psnr"]["method"] == "paired bootstrap over patients"
     # lower dose, noisier input
     assert (
-        metrics["doses"]["0.1"]["methods"]["low-dose input"]["psnr"]["mean"]
-        < metrics["doses"]["0.25"]["methods"]["low-dose input"]["psnr"]["mean"]
+        metrics["levels"]["0.1"]["methods"]["low-dose input"]["psnr"]["mean"]
+        < metrics["levels"]["0.25"]["methods"]["low-dose input"]["psnr"]["mean"]
     )
-    for figure in ("figures/denoising_panels.png", "figures/metrics_vs_dose.png"):
+    for figure in ("figures/restoration_panels.png", "figures/metrics_vs_level.png"):
         assert (results / figure).stat().st_size > 10_000, figure
     for model in ("redcnn", "unet"):
         card = json.loads((results / f"models/{model}/fold_0/metadata.json").read_text())
@@ -83,7 +84,7 @@ def test_test_slices_come_from_test_patients_only(restoration_run):
 def test_report_has_the_restoration_figures_and_a_rerun_does_nothing(restoration_run):
     snakemake(restoration_run, "--report", "results/report.html")
     report = (restoration_run / "results/report.html").read_text(errors="replace")
-    assert "denoising_panels.png" in report and "metrics_vs_dose.png" in report
+    assert "restoration_panels.png" in report and "metrics_vs_level.png" in report
     assert "Nothing to be done" in snakemake(restoration_run, "--dry-run").stdout
 
 
@@ -108,3 +109,49 @@ def test_volumes_with_non_square_slices_are_refused_naming_the_image(tmp_path):
     log = (workdir / "logs/lowdose_ct/simulate_dose.log").read_text()
     assert "abdomen_p0000" in log and "square axial slices" in log and "48 x 40 pixels" in log
     assert not (workdir / "results/lowdose_ct/dose/pairs.npz").exists()
+
+
+SUPERRES = "config/casestudies/mri_superres.yaml"
+
+
+def make_tiny_superres(workdir, factors=(2, 4)) -> None:
+    """mri_superres only: 8 small brain volumes (24 slices), two coronal slices each, one epoch."""
+
+    def shrink(cs):
+        cs["dataset"]["params"].update(n_patients=8, size=[32, 32, 24])
+        cs["split"].update(k=3, test_fraction=0.25)
+        cs["restoration"].update(factors=list(factors), slices=2, n_bootstrap=50)
+        cs["train"].update(epochs=1, batch_size=4)
+        cs["models"]["unet"]["network"]["kwargs"] = {"features": [8, 8, 16, 32, 64, 8]}
+
+    edit_yaml(workdir / SUPERRES, shrink)
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[SUPERRES]))
+
+
+def test_super_resolution_is_scored_against_b_spline_interpolation_per_factor(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    make_tiny_superres(workdir)
+    snakemake(workdir)
+    results = workdir / "results/mri_superres"
+    metrics = json.loads((results / "evaluation/metrics.json").read_text())
+    assert metrics["degradation"] == "thick_slices" and metrics["input_method"] == "B-spline interpolation"
+    assert set(metrics["levels"]) == {"2", "4"}
+    for level in metrics["levels"].values():
+        assert set(level["methods"]) == {"B-spline interpolation", "redcnn", "unet"} and level["best_baseline"] is None
+        assert set(level["comparisons"]["unet"]) == {"B-spline interpolation"}
+    # thicker slices, worse interpolation
+    spline = {k: v["methods"]["B-spline interpolation"]["psnr"]["mean"] for k, v in metrics["levels"].items()}
+    assert spline["4"] < spline["2"]
+    assert not (results / "dose").exists()  # no dose simulation for this study
+    for figure in ("figures/restoration_panels.png", "figures/metrics_vs_level.png"):
+        assert (results / figure).stat().st_size > 10_000, figure
+
+
+def test_a_slice_factor_that_does_not_divide_a_volume_is_refused_naming_it(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    make_tiny_superres(workdir, factors=(2, 5))
+    run = snakemake(workdir, "results/mri_superres/thick_slices/pairs.npz", check=False)
+    assert run.returncode != 0
+    log = (workdir / "logs/mri_superres/simulate_thick_slices.log").read_text()
+    assert "brain_p0000" in log and "slice factor of 5 does not divide its 24 slices" in log
+    assert not (workdir / "results/mri_superres/thick_slices/pairs.npz").exists()

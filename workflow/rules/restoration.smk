@@ -1,25 +1,41 @@
-# Task family "restoration" (casebook.tasks.restoration): denoising of low-dose CT. The
-# ingested volumes' central axial slices are simulated at each dose (projection, Poisson
-# counts, filtered back projection), the models learn to restore them, and every method,
-# tuned classical baselines included, is scored with PSNR and SSIM per dose. Its hooks
-# for the shared rules (train, targets), then its own rules.
+# Task family "restoration" (casebook.tasks.restoration): 2D slices of the ingested
+# volumes degraded at each level of the study (a dose: projection, Poisson counts,
+# filtered back projection; a slice-thickness factor: slabs averaged, B-spline
+# interpolated back), the models learn to restore them, and every method, tuned
+# classical baselines included, is scored with PSNR and SSIM per level. Its hooks for
+# the shared rules (train, targets), then its own rules.
 
 
 def restoration_settings(cs):
     return CASESTUDIES[cs].get("restoration", {})
 
 
+def degradation_of(cs):
+    return restoration_settings(cs).get("degradation", "dose")
+
+
+#: what each degradation's simulated pairs depend on (not the window, baselines or bootstrap)
+SIMULATION_KEYS = {
+    "dose": ("doses", "photons", "n_angles", "slices"),
+    "thick_slices": ("factors", "slices", "channel"),
+}
+
+
 def simulation_params(cs):
-    """What the simulated pairs depend on (not the window, baselines or bootstrap)."""
     cfg = restoration_settings(cs)
-    return {k: cfg[k] for k in ("doses", "photons", "n_angles", "slices") if k in cfg}
+    return {k: cfg[k] for k in SIMULATION_KEYS[degradation_of(cs)] if k in cfg}
+
+
+def pairs_of(cs):
+    """The simulated pairs of a restoration study: results/<cs>/<degradation>/pairs.npz."""
+    return f"results/{cs}/{degradation_of(cs)}/pairs.npz"
 
 
 def restoration_targets(cs):
     out = [
         f"results/{cs}/evaluation/metrics.json",
-        f"results/{cs}/figures/denoising_panels.png",
-        f"results/{cs}/figures/metrics_vs_dose.png",
+        f"results/{cs}/figures/restoration_panels.png",
+        f"results/{cs}/figures/metrics_vs_level.png",
     ]
     for model, fold in runs(cs):
         out += [
@@ -43,7 +59,7 @@ def restoration_fold(cs):
 
 FAMILY_HOOKS["restoration"] = {
     "train_input": lambda wc: {
-        "pairs": f"results/{wc.cs}/dose/pairs.npz",
+        "pairs": pairs_of(wc.cs),
         "splits": f"results/{wc.cs}/split/splits.json",
         "leakage": f"results/{wc.cs}/split/leakage_check.json",
     },
@@ -53,6 +69,20 @@ FAMILY_HOOKS["restoration"] = {
 }
 
 RESTORATION_CS = cases_of("restoration")
+DOSE_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "restoration" and degradation_of(cs) == "dose"
+    ]
+)
+THICK_SLICE_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "restoration" and degradation_of(cs) == "thick_slices"
+    ]
+)
 
 
 include: "restoration/rules.smk"

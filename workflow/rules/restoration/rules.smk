@@ -1,5 +1,6 @@
-# Restoration rules: the low-dose simulation, and the evaluation of every method (the
-# low-dose input, tuned classical baselines, each model's first fold) on the test slices.
+# Restoration rules: the degradations (low dose; thick slices), and the evaluation of
+# every method (the degraded input, tuned classical baselines, each model's first fold)
+# on the test slices.
 
 
 rule simulate_dose:
@@ -13,7 +14,7 @@ rule simulate_dose:
     benchmark:
         "results/{cs}/benchmarks/simulate_dose.tsv"
     wildcard_constraints:
-        cs=RESTORATION_CS,
+        cs=DOSE_CS,
     threads: rule_threads("simulate_dose")
     resources:
         **rule_resources("simulate_dose"),
@@ -24,12 +25,34 @@ rule simulate_dose:
         "../../../scripts/simulate_dose.py"
 
 
+rule simulate_thick_slices:
+    input:
+        data="results/{cs}/data",
+    output:
+        pairs="results/{cs}/thick_slices/pairs.npz",
+        provenance="results/{cs}/thick_slices/provenance.json",
+    log:
+        "logs/{cs}/simulate_thick_slices.log",
+    benchmark:
+        "results/{cs}/benchmarks/simulate_thick_slices.tsv"
+    wildcard_constraints:
+        cs=THICK_SLICE_CS,
+    threads: rule_threads("simulate_dose")
+    resources:
+        **rule_resources("simulate_dose"),
+    params:
+        restoration=lambda wc: simulation_params(wc.cs),
+        seed=lambda wc: cs_seed(wc.cs),
+    script:
+        "../../../scripts/simulate_thick_slices.py"
+
+
 rule evaluate_restoration:
     input:
         models=lambda wc: [
             f"{model_dir(wc.cs, m, f)}/model.pt" for m, f in first_runs(wc.cs)
         ],
-        pairs="results/{cs}/dose/pairs.npz",
+        pairs=lambda wc: pairs_of(wc.cs),
         splits="results/{cs}/split/splits.json",
         leakage="results/{cs}/split/leakage_check.json",
     output:
@@ -37,16 +60,16 @@ rule evaluate_restoration:
         metrics="results/{cs}/evaluation/metrics.json",
         provenance="results/{cs}/evaluation/provenance.json",
         panels=report(
-            "results/{cs}/figures/denoising_panels.png",
-            caption="../../report/denoising_panels.rst",
+            "results/{cs}/figures/restoration_panels.png",
+            caption="../../report/restoration_panels.rst",
             category="{cs}",
-            labels={"figure": "denoising panels"},
+            labels={"figure": "restoration panels"},
         ),
         curves=report(
-            "results/{cs}/figures/metrics_vs_dose.png",
-            caption="../../report/metrics_vs_dose.rst",
+            "results/{cs}/figures/metrics_vs_level.png",
+            caption="../../report/metrics_vs_level.rst",
             category="{cs}",
-            labels={"figure": "PSNR and SSIM against dose"},
+            labels={"figure": "PSNR and SSIM against the degradation level"},
         ),
     log:
         "logs/{cs}/evaluate_restoration.log",

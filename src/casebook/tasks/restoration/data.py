@@ -1,6 +1,7 @@
-"""Training and test pairs for denoising: axial slices of CT volumes, each simulated at
-every dose level (:mod:`.dose`) against its full-dose reference, with the patient kept
-so that splits and bootstrap CIs work on patients."""
+"""Training and test pairs of a restoration study: 2D slices, each degraded at every
+level of the study (a dose, :mod:`.dose`; a slice-thickness factor, :mod:`.thick_slices`)
+beside its reference, with the patient kept so that splits and bootstrap CIs work on
+patients."""
 
 from __future__ import annotations
 
@@ -28,23 +29,23 @@ def from_network(x: np.ndarray, window) -> np.ndarray:
 
 @dataclass
 class SlicePairs:
-    """``noisy[i]`` is slice ``i`` at dose ``dose[i]``, ``reference[i]`` its full-dose
-    reference (both HU, square), of patient ``patient[i]`` (and image ``image_id[i]``,
-    where known)."""
+    """``noisy[i]`` is slice ``i`` degraded at level ``level[i]`` (the dose, or the slice
+    thickness factor), ``reference[i]`` its reference (same grid and units), of patient
+    ``patient[i]`` (and image ``image_id[i]``, where known)."""
 
     noisy: np.ndarray
     reference: np.ndarray
-    dose: np.ndarray
+    level: np.ndarray
     patient: np.ndarray
     image_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.noisy)
 
-    def at_dose(self, dose: float) -> SlicePairs:
-        keep = np.isclose(self.dose, dose)
+    def at_level(self, level: float) -> SlicePairs:
+        keep = np.isclose(self.level, level)
         ids = None if self.image_id is None else self.image_id[keep]
-        return SlicePairs(self.noisy[keep], self.reference[keep], self.dose[keep], self.patient[keep], ids)
+        return SlicePairs(self.noisy[keep], self.reference[keep], self.level[keep], self.patient[keep], ids)
 
 
 def simulate_pairs(

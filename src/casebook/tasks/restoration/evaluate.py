@@ -1,11 +1,13 @@
-"""The evaluate_restoration rule: every method on the test slices at every dose.
+"""The evaluate_restoration rule: every method on the test slices at every level of the
+degradation (each dose, each slice-thickness factor).
 
-Methods: the low-dose input itself, each classical baseline (its parameter tuned on the
-validation slices of the fold, per dose), and each trained model. Per test slice: PSNR
-and SSIM on the case study's window. Per dose and method: the means with percentile
-bootstrap CIs over patients, and each model's paired difference against the input and
-against the best baseline (the one with the highest validation PSNR at that dose; paired
-bootstrap over patients)."""
+Methods: the degraded input itself (the low-dose image; the B-spline interpolation of
+the thick slices), each classical baseline (its parameter tuned on the validation slices
+of the fold, per level), and each trained model. Per test slice: PSNR and SSIM on the
+case study's window. Per level and method: the means with percentile bootstrap CIs over
+patients, and each model's paired difference against the input and against the best
+baseline (the one with the highest validation PSNR at that level; paired bootstrap over
+patients)."""
 
 from __future__ import annotations
 
@@ -21,17 +23,19 @@ from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.restoration import figures
 from casebook.tasks.restoration.baselines import BASELINES, tune
+from casebook.tasks.restoration.degradations import INPUT_LABELS, degradation
 from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference
 from casebook.tasks.restoration.simulate import load_pairs
 from casebook.tasks.restoration.train import load_denoiser, restore
 
 METRICS = ("psnr", "ssim")
-INPUT = "low-dose input"
 
 
-def restored_by_method(models: dict[str, Any], baselines: dict[str, dict], noisy: np.ndarray, window) -> dict[str, np.ndarray]:
-    """Every method's output for a stack of low-dose slices (HU)."""
-    out = {INPUT: noisy}
+def restored_by_method(
+    models: dict[str, Any], baselines: dict[str, dict], noisy: np.ndarray, window, input_label: str
+) -> dict[str, np.ndarray]:
+    """Every method's output for a stack of degraded slices (``input_label``: the input's)."""
+    out = {input_label: noisy}
     for name, params in baselines.items():
         out[name] = np.stack([BASELINES[name](x, **params) for x in noisy])
     for name, model in models.items():
@@ -45,20 +49,27 @@ def _mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float
 
 
 def summarize(
-    table: pd.DataFrame, models: list[str], best_baselines: dict[float, str | None], *, n_boot: int, level: float, seed: int
+    table: pd.DataFrame,
+    models: list[str],
+    best_baselines: dict[float, str | None],
+    input_label: str,
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
 ) -> dict[str, Any]:
-    """Per dose: each method's mean metrics with CIs; each model against the input and
-    against that dose's best baseline (chosen on the validation slices), paired over
+    """Per level: each method's mean metrics with CIs; each model against the input and
+    against that level's best baseline (chosen on the validation slices), paired over
     patients."""
-    doses = {}
-    for dose, rows in table.groupby("dose", sort=True):
+    levels = {}
+    for at, rows in table.groupby("level", sort=True):
         wide = {m: rows[rows["method"] == m].sort_values("slice") for m in rows["method"].unique()}
-        patients = wide[INPUT]["patient_id"].to_numpy()
+        patients = wide[input_label]["patient_id"].to_numpy()
         methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in METRICS} for m, w in wide.items()}
-        best_baseline = best_baselines.get(dose)
+        best_baseline = best_baselines.get(at)
         comparisons = {}
         for model in models:
-            against = [INPUT] + ([best_baseline] if best_baseline else [])
+            against = [input_label] + ([best_baseline] if best_baseline else [])
             comparisons[model] = {
                 other: {
                     k: paired_difference(
@@ -68,8 +79,8 @@ def summarize(
                 }
                 for other in against
             }
-        doses[f"{dose:g}"] = {"methods": methods, "best_baseline": best_baseline, "comparisons": comparisons}
-    return {"doses": doses, "ci_level": level, "n_bootstrap": n_boot, "ci_method": "percentile bootstrap over patients"}
+        levels[f"{at:g}"] = {"methods": methods, "best_baseline": best_baseline, "comparisons": comparisons}
+    return {"levels": levels, "ci_level": level, "n_bootstrap": n_boot, "ci_method": "percentile bootstrap over patients"}
 
 
 def evaluate_stage(
@@ -88,23 +99,24 @@ def evaluate_stage(
     started, code = provenance.now(), provenance.code_state()
     splits = read_json(inputs["splits"])
     window = settings.get("window", SOFT_TISSUE)
+    kind = degradation(settings)
     test, val = load_pairs(inputs["pairs"], splits["test"]), load_pairs(inputs["pairs"], fold_split(splits, fold, inputs["splits"])["val"])
-    clash = sorted(set(models) & {INPUT, *BASELINES})
+    clash = sorted(set(models) & {*INPUT_LABELS, *BASELINES})
     if clash:
-        raise ValueError(f"model name(s) {clash} are taken by the low-dose input or a classical baseline: rename the model(s)")
+        raise ValueError(f"model name(s) {clash} are taken by the degraded input or a classical baseline: rename the model(s)")
     nets = {
         name: load_denoiser(path, cfg["network"], select_device(cfg.get("device", "auto")))
         for (name, cfg), path in zip(models.items(), inputs["models"])
     }
     score = lambda restored, reference: image_quality(restored, reference, window)["psnr"]  # noqa: E731
     rows, examples, tuned, best = [], {}, {}, {}
-    for dose in sorted(set(test.dose.tolist())):
-        at, at_val = test.at_dose(dose), val.at_dose(dose)
+    for level in sorted(set(test.level.tolist())):
+        at, at_val = test.at_level(level), val.at_level(level)
         fits = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
         params = {b: fit[0] for b, fit in fits.items()}
-        tuned[f"{dose:g}"] = {b: {**fit[0], "validation_psnr": fit[1]} for b, fit in fits.items()}
-        best[dose] = max(fits, key=lambda b: fits[b][1]) if fits else None
-        outputs_by_method = restored_by_method(nets, params, at.noisy, window)
+        tuned[f"{level:g}"] = {b: {**fit[0], "validation_psnr": fit[1]} for b, fit in fits.items()}
+        best[level] = max(fits, key=lambda b: fits[b][1]) if fits else None
+        outputs_by_method = restored_by_method(nets, params, at.noisy, window, kind.input_label)
         for method, restored in outputs_by_method.items():
             quality = image_quality(restored, at.reference, window)
             rows += [
@@ -112,32 +124,36 @@ def evaluate_stage(
                     "slice": i,
                     "image_id": at.image_id[i],
                     "patient_id": p,
-                    "dose": dose,
+                    "level": level,
                     "method": method,
                     "psnr": quality["psnr"][i],
                     "ssim": quality["ssim"][i],
                 }  # fmt: skip
                 for i, p in enumerate(at.patient)
             ]
-        examples[dose] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
+        examples[level] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
     table = pd.DataFrame(rows)
     with atomic_path(outputs["per_image"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     metrics = summarize(
-        table, list(models), best,
+        table, list(models), best, kind.input_label,
         n_boot=int(settings.get("n_bootstrap", 1000)), level=float(settings.get("ci_level", 0.95)), seed=seed,
     )  # fmt: skip
     metrics.update(
         task="restoration",
-        window_hu=list(window),
+        degradation=kind.name,
+        level_name=kind.level_name,
+        input_method=kind.input_label,
+        window=list(window),
+        units=kind.units,
         fold=fold,
         baseline_params=tuned,
-        n_test_slices=int(len(test) / max(1, len(set(test.dose.tolist())))),
+        n_test_slices=int(len(test) / max(1, len(set(test.level.tolist())))),
     )
     write_json(outputs["metrics"], metrics)
-    lowest = min(examples)
-    figures.plot_panels(examples[lowest], window, f"{title}: dose {lowest:g} of full", outputs["panels"])
-    figures.plot_metric_vs_dose(metrics, f"{title}: test slices", outputs["curves"])
+    hardest = kind.hardest(list(examples))
+    figures.plot_panels(examples[hardest], window, kind, f"{title}: {kind.describe(hardest)}", outputs["panels"])
+    figures.plot_metric_vs_level(metrics, kind, f"{title}: test slices", outputs["curves"])
     provenance.write_record(
         outputs["provenance"],
         rule="evaluate_restoration",

@@ -1,5 +1,5 @@
 """Figures of the restoration family: example panels with difference maps, and the
-metrics against dose with their CIs."""
+metrics against the degradation's level (dose, slice factor) with their CIs."""
 
 from __future__ import annotations
 
@@ -14,48 +14,51 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
+from casebook.tasks.restoration.degradations import Degradation  # noqa: E402
 
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 
-def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], title: str, path: str | Path) -> None:
-    """One test slice: the full-dose reference and every method's output on the display
-    window (top), each output minus the reference (bottom, +-100 HU)."""
+def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], kind: Degradation, title: str, path: str | Path) -> None:
+    """One test slice: the reference and every method's output on the display window
+    (top), each output minus the reference (bottom, +- a quarter of the window: 100 HU
+    on the soft-tissue window)."""
     reference = images["reference"]
     methods = [m for m in images if m != "reference"]
     fig, axes = plt.subplots(2, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 5.0), squeeze=False, layout="constrained")
     low, high = window
     axes[0, 0].imshow(reference, cmap="gray", vmin=low, vmax=high)
-    axes[0, 0].set_title("full-dose reference", fontsize=8)
+    axes[0, 0].set_title(kind.reference_label, fontsize=8)
+    span = (high - low) / 4
     axes[1, 0].axis("off")
     for j, method in enumerate(methods, start=1):
         axes[0, j].imshow(images[method], cmap="gray", vmin=low, vmax=high)
         axes[0, j].set_title(method, fontsize=8)
-        shown = axes[1, j].imshow(images[method] - reference, cmap="RdBu_r", vmin=-100, vmax=100)
+        shown = axes[1, j].imshow(images[method] - reference, cmap="RdBu_r", vmin=-span, vmax=span)
         axes[1, j].set_title("minus reference", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(shown, ax=axes[1, 1:].tolist(), shrink=0.8, label="HU")
-    fig.suptitle(f"{title} (window {low:g} to {high:g} HU)", fontsize=9)
+    fig.colorbar(shown, ax=axes[1, 1:].tolist(), shrink=0.8, label=kind.units)
+    fig.suptitle(f"{title} (window {low:g} to {high:g} {kind.units})", fontsize=9)
     save_figure(fig, path)
 
 
-def plot_metric_vs_dose(metrics: dict[str, Any], title: str, path: str | Path) -> None:
-    """Mean PSNR and SSIM of every method against dose, with their bootstrap CIs."""
-    doses = sorted(metrics["doses"], key=float)
-    methods = list(metrics["doses"][doses[0]]["methods"])
+def plot_metric_vs_level(metrics: dict[str, Any], kind: Degradation, title: str, path: str | Path) -> None:
+    """Mean PSNR and SSIM of every method against the level, with their bootstrap CIs."""
+    levels = sorted(metrics["levels"], key=float)
+    methods = list(metrics["levels"][levels[0]]["methods"])
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
-    x = np.array([float(d) for d in doses])
+    x = np.array([float(d) for d in levels])
     for ax, metric in zip(axes, ("psnr", "ssim")):
         for method in methods:
-            s = [metrics["doses"][d]["methods"][method][metric] for d in doses]
+            s = [metrics["levels"][d]["methods"][method][metric] for d in levels]
             mean = np.array([v["mean"] for v in s])
             err = np.array([[v["mean"] - v["ci_low"] for v in s], [v["ci_high"] - v["mean"] for v in s]])
             ax.errorbar(x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method)
         ax.set_xscale("log")
         ax.set_xticks(x, [f"{d:g}" for d in x])
-        ax.set_xlabel("dose (fraction of full dose)")
+        ax.set_xlabel(kind.level_axis)
         ax.set_ylabel(LABELS[metric])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

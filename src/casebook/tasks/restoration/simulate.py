@@ -50,14 +50,7 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
         image_ids += [row.image_id] * len(hus)
     scanner = Scanner(n_angles=int(settings["n_angles"]), photons=float(settings["photons"]))
     pairs = simulate_pairs(slices, [float(d) for d in settings["doses"]], scanner, seed=seed, progress=True)
-    per_slice = len(settings["doses"])
-    ids = np.repeat(np.asarray(image_ids), per_slice)
-    with atomic_path(outputs["pairs"]) as tmp:
-        with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
-            np.savez_compressed(
-                handle, noisy=pairs.noisy.astype(np.float32), reference=pairs.reference.astype(np.float32),
-                dose=pairs.dose, patient=pairs.patient, image_id=ids,
-            )  # fmt: skip
+    save_pairs(outputs["pairs"], pairs, np.repeat(np.asarray(image_ids), len(settings["doses"])))
     provenance.write_record(
         outputs["provenance"],
         rule="simulate_dose",
@@ -72,14 +65,24 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
     return pairs
 
 
+def save_pairs(path: str | Path, pairs: SlicePairs, image_ids: np.ndarray) -> None:
+    """``pairs.npz``: the pairs (float32), their levels, patients and image ids."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
+            np.savez_compressed(
+                handle, noisy=pairs.noisy.astype(np.float32), reference=pairs.reference.astype(np.float32),
+                level=pairs.level, patient=pairs.patient, image_id=np.asarray(image_ids),
+            )  # fmt: skip
+
+
 def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:
     """The pairs of ``pairs.npz``, of the given images only (all when None)."""
     with np.load(path) as data:
-        keep = np.ones(len(data["dose"]), bool) if image_ids is None else np.isin(data["image_id"], list(image_ids))
+        keep = np.ones(len(data["level"]), bool) if image_ids is None else np.isin(data["image_id"], list(image_ids))
         return SlicePairs(
             data["noisy"][keep].astype(np.float64),
             data["reference"][keep].astype(np.float64),
-            data["dose"][keep],
+            data["level"][keep],
             data["patient"][keep],
             data["image_id"][keep],
         )

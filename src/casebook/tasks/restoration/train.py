@@ -118,8 +118,8 @@ def train_stage(
         "task": "restoration",
         "network": cfg["network"],
         "input": {
-            "format": "float32 tensor (1, y, x): a low-dose FBP slice, (HU - window centre) / window width",
-            "window_hu": list(window),
+            "format": "float32 tensor (1, rows, columns): a degraded slice (low-dose FBP, or thick slices B-spline interpolated), (value - window centre) / window width",
+            "window": list(window),
         },
         "output": {"type": "the restored slice, same scale"},
         "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},

@@ -1,0 +1,101 @@
+"""Thick slices simulated from thin ones (super-resolution along the slice axis): each
+2D coronal slice (slice axis z against x) of a volume has every ``factor`` consecutive
+z rows averaged into one thick slice (a slab, as a thick acquisition integrates), and
+is brought back to the thin grid by B-spline interpolation (SimpleITK): the input that a
+network refines and the baseline it must beat. The thin slice is the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from casebook import provenance
+from casebook.layout import read_manifest
+from casebook.tasks.restoration.data import SlicePairs
+from casebook.tasks.restoration.simulate import SliceError, save_pairs
+
+
+def coronal_slices(path: Path, image_id: str, n: int, channel: int) -> tuple[list[np.ndarray], tuple[float, float]]:
+    """The ``n`` central coronal slices (z, x) of one channel of a 3D image, and their
+    pixel spacing (x, z in mm); an error naming the image when it has no such channel or
+    too few coronal rows."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float64)  # z, y, x (, channel)
+    if array.ndim == 4:
+        if not 0 <= channel < array.shape[3]:
+            raise SliceError(f"{image_id} ({path}): no channel {channel} (restoration.channel); the image has {array.shape[3]}")
+        array = array[..., channel]
+    if array.ndim != 3:
+        raise SliceError(f"{image_id} ({path}): super-resolution along the slice axis needs a 3D image, got shape {array.shape}")
+    if array.shape[1] < n:
+        raise SliceError(f"{image_id} ({path}): {array.shape[1]} coronal rows, fewer than the {n} slices asked for (restoration.slices)")
+    first = (array.shape[1] - n) // 2
+    spacing = image.GetSpacing()
+    return [array[:, y, :] for y in range(first, first + n)], (float(spacing[0]), float(spacing[2]))
+
+
+def thicken(image: np.ndarray, factor: int, spacing: tuple[float, float], image_id: str = "image") -> np.ndarray:
+    """``image`` (z, x) averaged over every ``factor`` z rows and B-spline interpolated
+    back onto its own grid; an error naming the image when ``factor`` does not divide
+    its number of slices (a partial slab would be an acquisition that never happened)."""
+    n_z, n_x = image.shape
+    if factor < 1 or n_z % factor:
+        raise SliceError(
+            f"{image_id}: a slice factor of {factor} does not divide its {n_z} slices "
+            f"(restoration.factors); choose factors that divide {n_z}"
+        )
+    thick = image.reshape(n_z // factor, factor, n_x).mean(axis=1)
+    dx, dz = spacing
+    source = sitk.GetImageFromArray(thick)  # SimpleITK order: (x, z)
+    source.SetSpacing((dx, dz * factor))
+    source.SetOrigin((0.0, dz * (factor - 1) / 2.0))  # a slab's centre
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize((n_x, n_z))
+    resampler.SetOutputSpacing((dx, dz))
+    resampler.SetOutputOrigin((0.0, 0.0))
+    resampler.SetInterpolator(sitk.sitkBSpline)
+    resampler.SetOutputPixelType(sitk.sitkFloat64)
+    resampler.SetUseNearestNeighborExtrapolator(True)  # the outer half slabs: no zeros
+    return sitk.GetArrayFromImage(resampler.Execute(source))
+
+
+def thick_slice_pairs(slices: list[tuple[str, str, np.ndarray, tuple[float, float]]], factors: list[int]) -> tuple[SlicePairs, np.ndarray]:
+    """Every (patient, image id, thin slice, spacing) at every factor, and the image ids."""
+    noisy, reference, level, patients, ids = [], [], [], [], []
+    for patient, image_id, thin, spacing in tqdm(slices, desc="thick-slice simulation", unit="slice"):
+        for factor in factors:
+            noisy.append(thicken(thin, int(factor), spacing, image_id))
+            reference.append(thin)
+            level.append(float(factor))
+            patients.append(patient)
+            ids.append(image_id)
+    pairs = SlicePairs(np.asarray(noisy), np.asarray(reference), np.asarray(level), np.asarray(patients), np.asarray(ids))
+    return pairs, np.asarray(ids)
+
+
+def thick_slice_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: dict[str, str], wildcards=None) -> SlicePairs:
+    """The simulate_thick_slices rule: read the volumes, simulate, write the pairs."""
+    started, code = provenance.now(), provenance.code_state()
+    manifest = read_manifest(Path(data_dir) / "manifest.tsv")
+    slices = []
+    for row in manifest.itertuples():
+        thin, spacing = coronal_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]), int(settings.get("channel", 0)))
+        slices += [(row.patient_id, row.image_id, s, spacing) for s in thin]
+    pairs, ids = thick_slice_pairs(slices, [int(f) for f in settings["factors"]])
+    save_pairs(outputs["pairs"], pairs, ids)
+    provenance.write_record(
+        outputs["provenance"],
+        rule="simulate_thick_slices",
+        inputs=[data_dir],
+        outputs=[outputs["pairs"]],
+        params={"restoration": settings},
+        seed=seed,
+        started=started,
+        code=code,
+        wildcards=wildcards,
+    )
+    return pairs
