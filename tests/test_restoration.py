@@ -112,7 +112,12 @@ def test_psnr_and_ssim_match_hand_computed_values():
     same = image_quality(reference, reference)
     assert np.all(same["psnr"] == np.inf) or np.all(same["psnr"] > 90)
     np.testing.assert_allclose(same["ssim"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(same["ms_ssim"], 1.0, atol=1e-6)
     assert np.all(image_quality(shifted, reference)["ssim"] < 1.0)
+    # MS-SSIM falls as noise grows
+    rng = np.random.default_rng(0)
+    noisy = [image_quality(reference + rng.normal(0, sd, reference.shape), reference)["ms_ssim"].mean() for sd in (5, 20, 80)]
+    assert noisy[0] > noisy[1] > noisy[2] and np.isfinite(noisy).all()
     assert to_window(np.array([-1000.0, 40.0, 1000.0])).tolist() == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="low < high"):
         to_window(reference, (100, 100))

@@ -28,7 +28,7 @@ from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paire
 from casebook.tasks.restoration.simulate import load_pairs
 from casebook.tasks.restoration.train import load_denoiser, restore
 
-METRICS = ("psnr", "ssim")
+METRICS = ("psnr", "ssim", "ms_ssim")
 
 
 def restored_by_method(
@@ -128,6 +128,7 @@ def evaluate_stage(
                     "method": method,
                     "psnr": quality["psnr"][i],
                     "ssim": quality["ssim"][i],
+                    "ms_ssim": quality["ms_ssim"][i],
                 }  # fmt: skip
                 for i, p in enumerate(at.patient)
             ]

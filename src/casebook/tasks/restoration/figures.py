@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
 from casebook.tasks.restoration.degradations import Degradation  # noqa: E402
+from casebook.tasks.restoration.metrics import MS_SSIM_LABEL  # noqa: E402
 
-LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": MS_SSIM_LABEL}
 
 
 def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], kind: Degradation, title: str, path: str | Path) -> None:
@@ -45,12 +46,12 @@ def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], kind: De
 
 
 def plot_metric_vs_level(metrics: dict[str, Any], kind: Degradation, title: str, path: str | Path) -> None:
-    """Mean PSNR and SSIM of every method against the level, with their bootstrap CIs."""
+    """Mean PSNR, SSIM and MS-SSIM of every method against the level, with their bootstrap CIs."""
     levels = sorted(metrics["levels"], key=float)
     methods = list(metrics["levels"][levels[0]]["methods"])
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(4.5 * len(LABELS), 3.6), layout="constrained")
     x = np.array([float(d) for d in levels])
-    for ax, metric in zip(axes, ("psnr", "ssim")):
+    for ax, metric in zip(axes, LABELS):
         for method in methods:
             s = [metrics["levels"][d]["methods"][method][metric] for d in levels]
             mean = np.array([v["mean"] for v in s])
