@@ -59,7 +59,14 @@ def without_segmentation(repo: Path) -> None:
     """Drop the segmentation, restoration and generation case studies' artifacts from dvc.yaml, as
     make_tiny drops them from the config: DVC's mechanics are the same for every case
     study."""
-    seg = ("results/brain_tumour_mri", "results/abdomen_ct", "results/lowdose_ct", "results/mri_superres", "results/cxr_synthesis")
+    seg = (
+        "results/brain_tumour_mri",
+        "results/abdomen_ct",
+        "results/lowdose_ct",
+        "results/mri_superres",
+        "results/mri_translation",
+        "results/cxr_synthesis",
+    )
 
     def drop(dvc_yaml):
         stage = dvc_yaml["stages"]["casebook"]

@@ -241,3 +241,54 @@ def test_a_slice_factor_that_does_not_divide_the_slices_and_a_missing_channel_ar
     assert len(slices) == 2 and slices[0].shape == (6, 8) and spacing == (1.0, 1.0)
     with pytest.raises(SliceError, match=r"img \(.*two_channels.nii.gz\): no channel 2"):
         coronal_slices(path, "img", 2, 2)
+
+
+# ---------------------------------------------------------------- contrast translation
+
+
+def test_histogram_matching_gives_the_source_the_reference_intensities():
+    from casebook.tasks.restoration.translation import histogram_match
+
+    rng = np.random.default_rng(0)
+    source = np.zeros((40, 40))
+    source[10:30, 10:30] = rng.normal(200, 20, (20, 20))  # foreground above the mean
+    reference = np.zeros((40, 40))
+    reference[5:35, 5:35] = rng.normal(700, 50, (30, 30))
+    matched = histogram_match(source, reference)
+    foreground = matched[10:30, 10:30]
+    assert abs(np.median(foreground) - 700) < 40 and abs(foreground.std() - 50) < 20
+    assert np.corrcoef(foreground.ravel(), source[10:30, 10:30].ravel())[0, 1] > 0.95  # order kept
+
+
+def test_translation_needs_two_different_channels_of_a_multichannel_image(tmp_path):
+    import SimpleITK as sitk
+
+    from casebook.tasks.restoration.simulate import SliceError
+    from casebook.tasks.restoration.translation import channel_slices
+
+    path = tmp_path / "four.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(6 * 8 * 8 * 4, dtype=np.float32).reshape(6, 8, 8, 4), isVector=True), str(path))
+    pairs = channel_slices(path, "case", 2, 0, 3)
+    assert len(pairs) == 2 and pairs[0][0].shape == (8, 8) and np.all(pairs[0][1] - pairs[0][0] == 3)
+    with pytest.raises(SliceError, match="case: the source and target channel are both 1"):
+        channel_slices(path, "case", 2, 1, 1)
+    with pytest.raises(SliceError, match=r"case \(.*four.nii.gz\): no channel 4"):
+        channel_slices(path, "case", 2, 0, 4)
+    single = tmp_path / "one.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 8, 8), np.float32)), str(single))
+    with pytest.raises(SliceError, match="needs a multi-channel 3D image"):
+        channel_slices(single, "mono", 2, 0, 1)
+
+
+def test_the_patch_discriminator_learns_to_tell_outputs_from_references():
+    from casebook.tasks.restoration.adversarial import Adversary
+
+    torch.manual_seed(0)
+    adversary = Adversary({"channels": 8, "layers": 2, "lr": 0.002}, "cpu")
+    inputs = torch.rand(8, 1, 32, 32)
+    references = inputs.clone()  # the truth: the input itself
+    outputs = inputs + 0.5 * torch.randn_like(inputs)  # a bad generator: noise added
+    losses = [adversary.step(inputs, outputs, references) for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+    # the generator is told its noisy outputs look fake, and a faithful output less so
+    assert adversary.generator_loss(inputs, outputs) > adversary.generator_loss(inputs, references)

@@ -18,6 +18,7 @@ def degradation_of(cs):
 SIMULATION_KEYS = {
     "dose": ("doses", "photons", "n_angles", "slices"),
     "thick_slices": ("factors", "slices", "channel"),
+    "contrast": ("source_channel", "channel", "slices"),
 }
 
 
@@ -74,6 +75,13 @@ DOSE_CS = cs_pattern(
         cs
         for cs in CASESTUDIES
         if task_of(cs) == "restoration" and degradation_of(cs) == "dose"
+    ]
+)
+CONTRAST_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "restoration" and degradation_of(cs) == "contrast"
     ]
 )
 THICK_SLICE_CS = cs_pattern(

@@ -87,13 +87,14 @@ TASKS: dict[str, TaskFamily] = {
         ),
         TaskFamily(
             name="restoration",
-            description="image restoration: denoising of simulated low-dose CT slices (2D)",
+            description="image restoration (2D slices): low-dose CT denoising, thick-slice super-resolution, contrast translation",
             networks=("redcnn", "unet"),
             sections=("restoration",),
             required=("models", "restoration"),
             selection_metric="val_psnr",
             selection_label="PSNR (dB)",
             loss_label="mean squared error",
+            train_keys=("adversarial",),
             stages=("train",),
         ),
         TaskFamily(

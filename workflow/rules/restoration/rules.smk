@@ -1,4 +1,4 @@
-# Restoration rules: the degradations (low dose; thick slices), and the evaluation of
+# Restoration rules: the degradations (low dose; thick slices; another contrast), and the evaluation of
 # every method (the degraded input, tuned classical baselines, each model's first fold)
 # on the test slices.
 
@@ -45,6 +45,30 @@ rule simulate_thick_slices:
         seed=lambda wc: cs_seed(wc.cs),
     script:
         "../../../scripts/simulate_thick_slices.py"
+
+
+rule simulate_contrast:
+    input:
+        data="results/{cs}/data",
+        splits="results/{cs}/split/splits.json",
+        leakage="results/{cs}/split/leakage_check.json",
+    output:
+        pairs="results/{cs}/contrast/pairs.npz",
+        provenance="results/{cs}/contrast/provenance.json",
+    log:
+        "logs/{cs}/simulate_contrast.log",
+    benchmark:
+        "results/{cs}/benchmarks/simulate_contrast.tsv"
+    wildcard_constraints:
+        cs=CONTRAST_CS,
+    threads: rule_threads("simulate_dose")
+    resources:
+        **rule_resources("simulate_dose"),
+    params:
+        restoration=lambda wc: simulation_params(wc.cs),
+        seed=lambda wc: cs_seed(wc.cs),
+    script:
+        "../../../scripts/simulate_contrast.py"
 
 
 rule evaluate_restoration:

@@ -1,6 +1,8 @@
-"""The degradations a restoration study can learn to undo, and how each is named in its
-tables and figures: the method that is the degraded input itself, the reference, the
-level (a dose, a slice-thickness factor) and which level is the hardest."""
+"""The degradations a restoration study can learn to undo (a contrast translation counts
+as one: the source sequence is a degraded view of the target), and how each is named in
+its tables and figures: the method that is the degraded input itself, the reference, the
+level (a dose, a slice-thickness factor, a source channel) and which level is the
+hardest."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class Degradation:
     #: the hardest level among the study's (shown in the panels)
     hardest: Callable[[list[float]], float]
     units: str
+    #: levels on a logarithmic axis (doses, factors), or as categories (a source channel)
+    log_scale: bool = True
 
 
 DEGRADATIONS: dict[str, Degradation] = {
@@ -42,6 +46,17 @@ DEGRADATIONS: dict[str, Degradation] = {
         describe=lambda level: f"slices {level:g}x thicker",
         hardest=max,
         units="intensity",
+    ),
+    "contrast": Degradation(
+        name="contrast",
+        input_label="histogram-matched source",
+        reference_label="target sequence",
+        level_name="source channel",
+        level_axis="source channel",
+        describe=lambda level: f"from channel {level:g}",
+        hardest=min,
+        units="intensity",
+        log_scale=False,
     ),
 }
 

@@ -65,7 +65,8 @@ def summarize(
     for at, rows in table.groupby("level", sort=True):
         wide = {m: rows[rows["method"] == m].sort_values("slice") for m in rows["method"].unique()}
         patients = wide[input_label]["patient_id"].to_numpy()
-        methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in METRICS} for m, w in wide.items()}
+        present = [k for k in METRICS if k in rows.columns]  # MS-SSIM needs images large enough
+        methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in present} for m, w in wide.items()}
         best_baseline = best_baselines.get(at)
         comparisons = {}
         for model in models:
@@ -75,7 +76,7 @@ def summarize(
                     k: paired_difference(
                         wide[model][k].to_numpy(), wide[other][k].to_numpy(), patients, n_boot=n_boot, level=level, seed=seed
                     )
-                    for k in METRICS
+                    for k in present
                 }
                 for other in against
             }
@@ -108,7 +109,7 @@ def evaluate_stage(
         name: load_denoiser(path, cfg["network"], select_device(cfg.get("device", "auto")))
         for (name, cfg), path in zip(models.items(), inputs["models"])
     }
-    score = lambda restored, reference: image_quality(restored, reference, window)["psnr"]  # noqa: E731
+    score = lambda restored, reference: image_quality(restored, reference, window, ms_ssim=False)["psnr"]  # noqa: E731
     rows, examples, tuned, best = [], {}, {}, {}
     for level in sorted(set(test.level.tolist())):
         at, at_val = test.at_level(level), val.at_level(level)
@@ -126,9 +127,7 @@ def evaluate_stage(
                     "patient_id": p,
                     "level": level,
                     "method": method,
-                    "psnr": quality["psnr"][i],
-                    "ssim": quality["ssim"][i],
-                    "ms_ssim": quality["ms_ssim"][i],
+                    **{k: quality[k][i] for k in METRICS if k in quality},
                 }  # fmt: skip
                 for i, p in enumerate(at.patient)
             ]

@@ -49,15 +49,17 @@ def plot_metric_vs_level(metrics: dict[str, Any], kind: Degradation, title: str,
     """Mean PSNR, SSIM and MS-SSIM of every method against the level, with their bootstrap CIs."""
     levels = sorted(metrics["levels"], key=float)
     methods = list(metrics["levels"][levels[0]]["methods"])
-    fig, axes = plt.subplots(1, len(LABELS), figsize=(4.5 * len(LABELS), 3.6), layout="constrained")
+    shown = [k for k in LABELS if k in metrics["levels"][levels[0]]["methods"][methods[0]]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.6), layout="constrained")
     x = np.array([float(d) for d in levels])
-    for ax, metric in zip(axes, LABELS):
+    for ax, metric in zip(axes, shown):
         for method in methods:
             s = [metrics["levels"][d]["methods"][method][metric] for d in levels]
             mean = np.array([v["mean"] for v in s])
             err = np.array([[v["mean"] - v["ci_low"] for v in s], [v["ci_high"] - v["mean"] for v in s]])
             ax.errorbar(x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method)
-        ax.set_xscale("log")
+        if kind.log_scale:
+            ax.set_xscale("log")
         ax.set_xticks(x, [f"{d:g}" for d in x])
         ax.set_xlabel(kind.level_axis)
         ax.set_ylabel(LABELS[metric])

@@ -27,6 +27,8 @@ MS_SSIM_WEIGHTS = tuple(w / (0.0448 + 0.2856 + 0.3001) for w in (0.0448, 0.2856,
 MS_SSIM_KERNEL = 7
 #: how every table and figure names it (not the standard five-scale MS-SSIM)
 MS_SSIM_LABEL = "MS-SSIM (3 scales)"
+#: an image side must exceed this for the coarsest scale's window (MONAI checks it)
+MS_SSIM_MIN_SIDE = (MS_SSIM_KERNEL - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
 
 
 def to_window(hu: np.ndarray, window: Sequence[float] = SOFT_TISSUE) -> np.ndarray:
@@ -42,19 +44,23 @@ def _batch(images: Sequence[np.ndarray], window: Sequence[float]) -> torch.Tenso
 
 
 def image_quality(
-    restored: Sequence[np.ndarray], reference: Sequence[np.ndarray], window: Sequence[float] = SOFT_TISSUE
+    restored: Sequence[np.ndarray], reference: Sequence[np.ndarray], window: Sequence[float] = SOFT_TISSUE, *, ms_ssim: bool = True
 ) -> dict[str, np.ndarray]:
     """PSNR (dB), SSIM and three-scale MS-SSIM of each restored image against its
-    reference, on ``window``."""
+    reference, on ``window``; no MS-SSIM when ``ms_ssim`` is false or an image side is
+    at most :data:`MS_SSIM_MIN_SIDE` pixels (its coarsest scale would be smaller than its
+    window)."""
     if len(restored) != len(reference):
         raise ValueError(f"{len(restored)} restored images against {len(reference)} references")
     pred, ref = _batch(restored, window), _batch(reference, window)
     psnr = PSNRMetric(max_val=1.0, reduction="none")(pred, ref)
     ssim = SSIMMetric(spatial_dims=pred.dim() - 2, data_range=1.0, reduction="none")(pred, ref)
-    ms_ssim = MultiScaleSSIMMetric(
-        spatial_dims=pred.dim() - 2, data_range=1.0, kernel_size=MS_SSIM_KERNEL, weights=MS_SSIM_WEIGHTS, reduction="none"
-    )(pred, ref)
-    return {k: v.flatten().numpy().astype(float) for k, v in (("psnr", psnr), ("ssim", ssim), ("ms_ssim", ms_ssim))}
+    out = {"psnr": psnr, "ssim": ssim}
+    if ms_ssim and min(pred.shape[2:]) > MS_SSIM_MIN_SIDE:
+        out["ms_ssim"] = MultiScaleSSIMMetric(
+            spatial_dims=pred.dim() - 2, data_range=1.0, kernel_size=MS_SSIM_KERNEL, weights=MS_SSIM_WEIGHTS, reduction="none"
+        )(pred, ref)
+    return {k: v.flatten().numpy().astype(float) for k, v in out.items()}
 
 
 def _mean(_labels: np.ndarray, values: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
 from casebook.fileio import read_json, write_json
 from casebook.split import fold_split
+from casebook.tasks.restoration.adversarial import Adversary
 from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
 from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality
 from casebook.tasks.restoration.networks import build_restoration_network
@@ -61,21 +62,30 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
     generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     batch = int(tcfg["batch_size"])
 
+    # pix2pix: a conditional PatchGAN beside the reconstruction loss (train.adversarial)
+    adversary = Adversary(tcfg["adversarial"], device) if tcfg.get("adversarial") is not None else None
+
     def train_epoch(_epoch: int) -> float:
         model.train()
         total = 0.0
         for idx in torch.randperm(len(inputs), generator=generator).split(batch):
+            x, y = inputs[idx].to(device), targets[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(model(inputs[idx].to(device)), targets[idx].to(device))
+            out = model(x)
+            loss = torch.nn.functional.mse_loss(out, y)
+            total += loss.item() * len(idx)  # the history's loss: reconstruction, comparable with or without
+            if adversary is not None:
+                loss = loss + adversary.generator_loss(x, out)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
+            if adversary is not None:
+                adversary.step(x, out, y)
         return total / len(inputs)
 
     def validate() -> dict[str, float]:
         restored = restore(model, val.noisy, window)
         val_loss = float(np.mean((to_network(restored, window) - to_network(val.reference, window)) ** 2))
-        return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window)["psnr"]))}
+        return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window, ms_ssim=False)["psnr"]))}
 
     trainer = Trainer(
         net=model,
