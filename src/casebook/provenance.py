@@ -266,6 +266,14 @@ def write_record(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     return rec
 
 
+def write_training_record(outputs: dict[str, str], card: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """What every family's train rule ends with: the model card (``outputs['card']``) and
+    the record of the rule (``outputs['provenance']``) naming the model, history and card
+    as its outputs; ``kwargs`` are :func:`record`'s other arguments (inputs, params, ...)."""
+    write_json(outputs["card"], card)
+    return write_record(outputs["provenance"], rule="train", outputs=[outputs["model"], outputs["history"], outputs["card"]], **kwargs)
+
+
 def write_job_records(record_: dict[str, Any], records_dir: str | Path = RECORDS_DIR) -> list[Path]:
     """Write a job's :func:`record` once per output (``provenance/<output>.json``), so
     that any output finds its own; ``output`` names it."""

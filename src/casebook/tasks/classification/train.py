@@ -25,7 +25,7 @@ from casebook.engine.checkpoint import resume_key
 from casebook.engine.loop import Trainer, data_parallel, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, seed_rng, select_device
-from casebook.fileio import read_json, write_json
+from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks import TASKS
 from casebook.tasks.classification.cache import load_cache
@@ -290,12 +290,10 @@ def train_stage(
         return summary
     versions = provenance.package_versions()
     card = model_card(name=name, cfg=cfg, summary=summary, class_names=class_names, preprocess=preprocess, versions=versions)
-    write_json(outputs["card"], card)
-    provenance.write_record(
-        outputs["provenance"],
-        rule="train",
+    provenance.write_training_record(
+        outputs,
+        card,
         inputs=inputs,
-        outputs=[outputs["model"], outputs["history"], outputs["card"]],
         params={"model": cfg, "preprocess": preprocess, "fold": fold},
         seed=cfg.get("seed"),
         started=started,

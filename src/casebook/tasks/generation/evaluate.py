@@ -138,7 +138,7 @@ def evaluate_stage(
         "real_test": real,
         "samplers": table.to_dict(orient="records"),
         "memorization": {
-            "threshold": shown and next(iter(shown.values()))[2]["threshold"],
+            "threshold": next(iter(shown.values()))[2]["threshold"] if shown else None,
             "quantile": float(settings["memorization_quantile"]),
             "canary": canary,
         },

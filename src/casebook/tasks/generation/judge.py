@@ -14,7 +14,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from casebook import provenance
+from casebook.engine.checkpoint import save_torch
 from casebook.engine.runtime import seed_everything
+from casebook.fileio import atomic_path, read_json
+from casebook.split import fold_split
+from casebook.tasks.generation.data import load_images
 from casebook.tasks.generation.networks import Judge
 
 #: the judge's and the arms' defaults (generation.judge in the case study overrides them)
@@ -106,12 +111,6 @@ def judge_stage(
 ) -> Fitted:
     """The train_judge rule: the judge on the fold's real training images, its best epoch
     by validation AUC; ``model.pt`` (weights and settings), ``history.tsv``, the record."""
-    from casebook import provenance
-    from casebook.engine.checkpoint import save_torch
-    from casebook.fileio import atomic_path, read_json
-    from casebook.split import fold_split
-    from casebook.tasks.generation.data import load_images
-
     started, code = provenance.now(), provenance.code_state()
     part = fold_split(read_json(splits), fold, splits)
     train, val = load_images(images, part["train"]), load_images(images, part["val"])

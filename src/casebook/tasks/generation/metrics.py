@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import FIDMetric
+from sklearn.metrics.pairwise import euclidean_distances
 
 #: the label every table and figure gives the Fréchet distance
 FD_LABEL = "FD (casebook judge features)"
@@ -23,15 +24,9 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(FIDMetric()(a, b))
 
 
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0.0))
-
-
 def _radii(features: np.ndarray, k: int) -> np.ndarray:
     """Distance of each point to its k-th nearest other point of the same set."""
-    distances = _pairwise(features, features)
+    distances = euclidean_distances(features)
     return np.sort(distances, axis=1)[:, min(k, len(features) - 1)]  # column 0 is the point itself
 
 
@@ -43,7 +38,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
             f"precision/recall with k={k} needs more than {k} points in each set, got {len(real)} real and {len(fake)} generated"
         )
     real_radii, fake_radii = _radii(real, k), _radii(fake, k)
-    cross = _pairwise(fake, real)  # samples x real
+    cross = euclidean_distances(fake, real)  # samples x real
     precision = float(np.mean((cross <= real_radii[None, :]).any(axis=1)))
     recall = float(np.mean((cross.T <= fake_radii[None, :]).any(axis=1)))
     return {"precision": precision, "recall": recall, "k": k}
@@ -53,7 +48,7 @@ def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np
     """Index and root-mean-square pixel distance of each query's nearest reference."""
     q = np.asarray(queries, dtype=np.float64).reshape(len(queries), -1)
     r = np.asarray(references, dtype=np.float64).reshape(len(references), -1)
-    distances = _pairwise(q, r) / np.sqrt(q.shape[1])
+    distances = euclidean_distances(q, r) / np.sqrt(q.shape[1])
     index = distances.argmin(axis=1)
     return index, distances[np.arange(len(q)), index]
 

@@ -12,6 +12,7 @@ import pandas as pd
 from casebook import provenance
 from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path
+from casebook.tasks.generation.diffusion import sample
 from casebook.tasks.generation.train import load_generator
 
 
@@ -36,8 +37,6 @@ def sample_stage(
     """Draw ``settings['n_per_class']`` images of each class with each of
     ``settings['samplers']``; write ``samples.npz``, ``timing.tsv`` and the record."""
     started, code = provenance.now(), provenance.code_state()
-    from casebook.tasks.generation.diffusion import sample
-
     model, process = load_generator(model_path, network, select_device(device))
     n_classes = int(model.class_embedding.num_embeddings)
     labels = sample_labels(n_classes, int(settings["n_per_class"]))

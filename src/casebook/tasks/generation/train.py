@@ -16,7 +16,7 @@ from casebook.engine import checkpoint
 from casebook.engine.loop import Trainer, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
-from casebook.fileio import read_json, write_json
+from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks.generation.data import ImageSet, load_images
 from casebook.tasks.generation.diffusion import DIFFUSION_PROCESS, noise_loss
@@ -127,12 +127,10 @@ def train_stage(
         },
         "versions": provenance.package_versions(),
     }
-    write_json(outputs["card"], card)
-    provenance.write_record(
-        outputs["provenance"],
-        rule="train",
+    provenance.write_training_record(
+        outputs,
+        card,
         inputs=[images, splits],
-        outputs=[outputs["model"], outputs["history"], outputs["card"]],
         params={"model": cfg, "fold": fold},
         seed=cfg.get("seed"),
         started=started,

@@ -50,29 +50,36 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
         image_ids += [row.image_id] * len(hus)
     scanner = Scanner(n_angles=int(settings["n_angles"]), photons=float(settings["photons"]))
     pairs = simulate_pairs(slices, [float(d) for d in settings["doses"]], scanner, seed=seed, progress=True)
-    save_pairs(outputs["pairs"], pairs, np.repeat(np.asarray(image_ids), len(settings["doses"])))
-    provenance.write_record(
-        outputs["provenance"],
+    pairs.image_id = np.repeat(np.asarray(image_ids), len(settings["doses"]))
+    return publish_pairs(
+        pairs,
+        outputs,
         rule="simulate_dose",
         inputs=[data_dir],
-        outputs=[outputs["pairs"]],
-        params={"restoration": settings},
+        settings=settings,
         seed=seed,
         started=started,
         code=code,
         wildcards=wildcards,
     )
-    return pairs
 
 
-def save_pairs(path: str | Path, pairs: SlicePairs, image_ids: np.ndarray) -> None:
-    """``pairs.npz``: the pairs (float32), their levels, patients and image ids."""
-    with atomic_path(path) as tmp:
+def publish_pairs(
+    pairs: SlicePairs, outputs: dict[str, str], *, rule: str, inputs: list[str], settings: dict[str, Any], **record: Any
+) -> SlicePairs:
+    """What every degradation's rule ends with: ``pairs.npz`` (float32 images, levels,
+    patients and image ids) and the rule's record (``record``: seed, started, code,
+    wildcards)."""
+    with atomic_path(outputs["pairs"]) as tmp:
         with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
             np.savez_compressed(
                 handle, noisy=pairs.noisy.astype(np.float32), reference=pairs.reference.astype(np.float32),
-                level=pairs.level, patient=pairs.patient, image_id=np.asarray(image_ids),
+                level=pairs.level, patient=pairs.patient, image_id=np.asarray(pairs.image_id),
             )  # fmt: skip
+    provenance.write_record(
+        outputs["provenance"], rule=rule, inputs=inputs, outputs=[outputs["pairs"]], params={"restoration": settings}, **record
+    )
+    return pairs
 
 
 def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:

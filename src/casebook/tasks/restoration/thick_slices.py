@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from casebook import provenance
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, save_pairs
+from casebook.tasks.restoration.simulate import SliceError, publish_pairs
 
 
 def coronal_slices(path: Path, image_id: str, n: int, channel: int) -> tuple[list[np.ndarray], tuple[float, float]]:
@@ -63,8 +63,8 @@ def thicken(image: np.ndarray, factor: int, spacing: tuple[float, float], image_
     return sitk.GetArrayFromImage(resampler.Execute(source))
 
 
-def thick_slice_pairs(slices: list[tuple[str, str, np.ndarray, tuple[float, float]]], factors: list[int]) -> tuple[SlicePairs, np.ndarray]:
-    """Every (patient, image id, thin slice, spacing) at every factor, and the image ids."""
+def thick_slice_pairs(slices: list[tuple[str, str, np.ndarray, tuple[float, float]]], factors: list[int]) -> SlicePairs:
+    """Every (patient, image id, thin slice, spacing) at every factor."""
     noisy, reference, level, patients, ids = [], [], [], [], []
     for patient, image_id, thin, spacing in tqdm(slices, desc="thick-slice simulation", unit="slice"):
         for factor in factors:
@@ -73,8 +73,7 @@ def thick_slice_pairs(slices: list[tuple[str, str, np.ndarray, tuple[float, floa
             level.append(float(factor))
             patients.append(patient)
             ids.append(image_id)
-    pairs = SlicePairs(np.asarray(noisy), np.asarray(reference), np.asarray(level), np.asarray(patients), np.asarray(ids))
-    return pairs, np.asarray(ids)
+    return SlicePairs(np.asarray(noisy), np.asarray(reference), np.asarray(level), np.asarray(patients), np.asarray(ids))
 
 
 def thick_slice_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: dict[str, str], wildcards=None) -> SlicePairs:
@@ -85,17 +84,8 @@ def thick_slice_stage(data_dir: str, settings: dict[str, Any], seed: int, output
     for row in manifest.itertuples():
         thin, spacing = coronal_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]), int(settings.get("channel", 0)))
         slices += [(row.patient_id, row.image_id, s, spacing) for s in thin]
-    pairs, ids = thick_slice_pairs(slices, [int(f) for f in settings["factors"]])
-    save_pairs(outputs["pairs"], pairs, ids)
-    provenance.write_record(
-        outputs["provenance"],
-        rule="simulate_thick_slices",
-        inputs=[data_dir],
-        outputs=[outputs["pairs"]],
-        params={"restoration": settings},
-        seed=seed,
-        started=started,
-        code=code,
-        wildcards=wildcards,
-    )
-    return pairs
+    pairs = thick_slice_pairs(slices, [int(f) for f in settings["factors"]])
+    return publish_pairs(
+        pairs, outputs, rule="simulate_thick_slices", inputs=[data_dir], settings=settings,
+        seed=seed, started=started, code=code, wildcards=wildcards,
+    )  # fmt: skip

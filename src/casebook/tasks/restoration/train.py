@@ -15,7 +15,7 @@ from casebook.engine import checkpoint
 from casebook.engine.loop import Trainer, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
-from casebook.fileio import read_json, write_json
+from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks.restoration.adversarial import Adversary
 from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
@@ -137,12 +137,10 @@ def train_stage(
         "data": {"n_train_slices": len(train), "n_val_slices": len(val)},
         "versions": provenance.package_versions(),
     }
-    write_json(outputs["card"], card)
-    provenance.write_record(
-        outputs["provenance"],
-        rule="train",
+    provenance.write_training_record(
+        outputs,
+        card,
         inputs=[pairs, splits],
-        outputs=[outputs["model"], outputs["history"], outputs["card"]],
         params={"model": cfg, "fold": fold},
         seed=cfg.get("seed"),
         started=started,

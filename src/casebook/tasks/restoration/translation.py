@@ -17,7 +17,7 @@ from casebook import provenance
 from casebook.fileio import read_json
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, save_pairs
+from casebook.tasks.restoration.simulate import SliceError, publish_pairs
 
 
 def channel_slices(path: Path, image_id: str, n: int, source: int, target: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,16 +71,7 @@ def contrast_stage(data_dir: str, splits: str, settings: dict[str, Any], seed: i
             patients.append(patient)
             ids.append(image_id)
     pairs = SlicePairs(np.asarray(noisy), np.asarray(targets), np.full(len(noisy), float(source)), np.asarray(patients), np.asarray(ids))
-    save_pairs(outputs["pairs"], pairs, np.asarray(ids))
-    provenance.write_record(
-        outputs["provenance"],
-        rule="simulate_contrast",
-        inputs=[data_dir, splits],
-        outputs=[outputs["pairs"]],
-        params={"restoration": settings},
-        seed=seed,
-        started=started,
-        code=code,
-        wildcards=wildcards,
-    )
-    return pairs
+    return publish_pairs(
+        pairs, outputs, rule="simulate_contrast", inputs=[data_dir, splits], settings=settings,
+        seed=seed, started=started, code=code, wildcards=wildcards,
+    )  # fmt: skip

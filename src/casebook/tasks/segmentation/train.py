@@ -36,7 +36,7 @@ from casebook.engine.checkpoint import resume_key
 from casebook.engine.loop import Trainer, data_parallel, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import autocast, seed_everything, seed_rng, select_device
-from casebook.fileio import read_json, write_json
+from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks import TASKS
 from casebook.tasks.segmentation.inference import predict_logits
@@ -354,12 +354,10 @@ def train_stage(
     )
     if not distributed.is_main_process():  # under torchrun: rank 0 writes the card and record
         return summary
-    write_json(outputs["card"], model_card(name=name, cfg=cfg, summary=summary, seg_plan=seg_plan, versions=provenance.package_versions()))
-    provenance.write_record(
-        outputs["provenance"],
-        rule="train",
+    provenance.write_training_record(
+        outputs,
+        model_card(name=name, cfg=cfg, summary=summary, seg_plan=seg_plan, versions=provenance.package_versions()),
         inputs=[cases_dir, plan, splits],
-        outputs=[outputs["model"], outputs["history"], outputs["card"]],
         params={"model": cfg, "fold": fold},
         seed=cfg.get("seed"),
         started=started,
