@@ -65,6 +65,7 @@ def without_segmentation(repo: Path) -> None:
         "results/lowdose_ct",
         "results/mri_superres",
         "results/mri_translation",
+        "results/mri_inpainting",
         "results/cxr_synthesis",
     )
 

@@ -292,3 +292,80 @@ def test_the_patch_discriminator_learns_to_tell_outputs_from_references():
     assert losses[-1] < 0.5 * losses[0]
     # the generator is told its noisy outputs look fake, and a faithful output less so
     assert adversary.generator_loss(inputs, outputs) > adversary.generator_loss(inputs, references)
+
+
+# ---------------------------------------------------------------- missing regions (inpainting)
+
+
+def test_holes_are_centred_on_the_object_inside_the_slice_and_a_hole_too_large_is_refused():
+    from casebook.tasks.restoration.inpainting import place_hole
+    from casebook.tasks.restoration.simulate import SliceError
+
+    image = np.zeros((40, 40))
+    image[20:36, 4:14] = 1.0  # the object: a bright block off-centre
+    for seed in range(30):
+        r, c, h, w = place_hole(image, 8, np.random.default_rng(seed))
+        assert (h, w) == (8, 8) and 0 <= r and r + h <= 40 and 0 <= c and c + w <= 40
+        assert image[r + h // 2, c + w // 2] == 1.0  # its centre on the object
+    with pytest.raises(SliceError, match="brain_p0001: a hole of 40 pixels does not fit in its 40 x 40 slices"):
+        place_hole(image, 40, np.random.default_rng(0), "brain_p0001")
+
+
+def test_biharmonic_filling_keeps_the_known_pixels_and_recovers_a_smooth_ramp():
+    from casebook.tasks.restoration.inpainting import cut_and_fill
+
+    rows, cols = np.mgrid[0:32, 0:32].astype(float)
+    ramp = 3.0 * rows - 2.0 * cols + 100.0  # biharmonic: the fill is exact
+    filled = cut_and_fill(ramp, (10, 12, 8, 8))
+    np.testing.assert_allclose(filled, ramp, atol=1e-6)
+    textured = ramp + np.random.default_rng(0).normal(0, 5, ramp.shape)
+    filled = cut_and_fill(textured, (10, 12, 8, 8))
+    outside = np.ones(ramp.shape, bool)
+    outside[10:18, 12:20] = False
+    np.testing.assert_array_equal(filled[outside], textured[outside])
+    # smooth where it guessed: the noise it cannot know is not made up
+    roughness = lambda image: np.abs(np.diff(image - ramp, axis=1))[11:17, 13:19].mean()  # noqa: E731
+    assert roughness(filled) < 0.5 * roughness(textured)
+
+
+def test_missing_region_pairs_are_seeded_per_slice_and_keep_their_holes(tmp_path):
+    from casebook import provenance
+    from casebook.tasks.restoration.inpainting import missing_region_pairs
+    from casebook.tasks.restoration.simulate import load_pairs, publish_pairs
+
+    rng = np.random.default_rng(0)
+    slices = [(f"p{i}", f"img{i}", rng.uniform(0, 100, (32, 32))) for i in range(3)]
+    pairs = missing_region_pairs(slices, [4, 8], seed=5)
+    assert pairs.region.shape == (6, 4) and sorted(set(pairs.level.tolist())) == [4.0, 8.0]
+    np.testing.assert_array_equal(missing_region_pairs(slices[:2], [4, 8], seed=5).region, pairs.region[:4])
+    outputs = {"pairs": str(tmp_path / "pairs.npz"), "provenance": str(tmp_path / "provenance.json")}
+    publish_pairs(pairs, outputs, rule="simulate_missing_region", inputs=[], settings={}, seed=5, started=provenance.now(), code={})
+    loaded = load_pairs(outputs["pairs"], ["img1"])
+    np.testing.assert_array_equal(loaded.region, pairs.region[2:4])
+    np.testing.assert_array_equal(loaded.at_level(8.0).region, pairs.region[3:4])
+
+
+def test_region_metrics_score_the_hole_only_and_match_hand_computed_values():
+    from casebook.tasks.restoration.evaluate import paste_outside
+    from casebook.tasks.restoration.metrics import region_quality
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.0, 0.8, size=(2, 32, 32))
+    boxes = np.array([[4, 6, 8, 8], [20, 20, 10, 6]])
+    worse = reference + rng.normal(0, 0.3, reference.shape)  # wrong everywhere
+    pasted = paste_outside(worse, reference, boxes)
+    for i, (r, c, h, w) in enumerate(boxes):
+        outside = np.ones((32, 32), bool)
+        outside[r : r + h, c : c + w] = False
+        np.testing.assert_array_equal(pasted[i][outside], reference[i][outside])
+    shifted = reference.copy()
+    shifted[0, 4:12, 6:14] += 0.1  # 0.1 of the window inside the first hole only
+    quality = region_quality(shifted, reference, boxes, (0.0, 1.0))
+    assert quality["psnr"][0] == pytest.approx(20.0, rel=1e-4) and quality["psnr"][1] == np.inf
+    assert quality["ssim"][0] < 1.0 and quality["ssim"][1] == pytest.approx(1.0)
+    # the same error outside the hole does not count
+    elsewhere = reference.copy()
+    elsewhere[0, 20:28, 20:28] += 0.1
+    assert region_quality(elsewhere, reference, boxes[:1].repeat(2, 0), (0.0, 1.0))["psnr"][0] == np.inf
+    with pytest.raises(ValueError, match="not inside"):
+        region_quality(reference[:1], reference[:1], np.array([[28, 28, 8, 8]]), (0.0, 1.0))

@@ -1,13 +1,15 @@
 """Integration test of the restoration family through the real Snakemake on tiny
 configs: low-dose CT denoising (every output, the metrics' structure and intervals, test
 slices from test patients only, the report, a rerun that does nothing, a clear error for
-volumes whose axial slices cannot be projected), and thick-slice MRI super-resolution
-(against B-spline interpolation; a slice factor that does not divide a volume refused)."""
+volumes whose axial slices cannot be projected), thick-slice MRI super-resolution
+(against B-spline interpolation; a slice factor that does not divide a volume refused),
+contrast translation and inpainting of missing regions."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
@@ -113,6 +115,7 @@ def test_volumes_with_non_square_slices_are_refused_naming_the_image(tmp_path):
 
 SUPERRES = "config/casestudies/mri_superres.yaml"
 TRANSLATION = "config/casestudies/mri_translation.yaml"
+INPAINTING = "config/casestudies/mri_inpainting.yaml"
 
 
 def _tiny_brain(cs):
@@ -131,7 +134,7 @@ def make_tiny_superres(workdir, factors=(2, 4)) -> None:
 
 @pytest.fixture(scope="module")
 def mri_run(tmp_path_factory):
-    """The super-resolution and translation studies, tiny, in one Snakemake run."""
+    """The super-resolution, translation and inpainting studies, tiny, in one Snakemake run."""
     workdir = copy_workflow(tmp_path_factory.mktemp("mri") / "wf")
     edit_yaml(workdir / SUPERRES, _tiny_brain)
 
@@ -140,7 +143,8 @@ def mri_run(tmp_path_factory):
         cs["models"]["pix2pix"]["network"]["kwargs"] = cs["models"]["unet"]["network"]["kwargs"]
 
     edit_yaml(workdir / TRANSLATION, translation)
-    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[SUPERRES, TRANSLATION]))
+    edit_yaml(workdir / INPAINTING, lambda cs: (_tiny_brain(cs), cs["restoration"].update(holes=[6, 12])))
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[SUPERRES, TRANSLATION, INPAINTING]))
     snakemake(workdir)
     return workdir
 
@@ -179,6 +183,27 @@ def test_translation_is_scored_against_histogram_matching_with_and_without_a_dis
     assert set(table["image_id"]) == set(splits["test"])
     for figure in ("figures/restoration_panels.png", "figures/metrics_vs_level.png"):
         assert (results / figure).stat().st_size > 10_000, figure
+
+
+def test_inpainting_is_scored_inside_the_holes_against_biharmonic_filling(mri_run):
+    results = mri_run / "results/mri_inpainting"
+    metrics = json.loads((results / "evaluation/metrics.json").read_text())
+    assert metrics["degradation"] == "missing_region" and metrics["input_method"] == "biharmonic inpainting"
+    assert set(metrics["levels"]) == {"6", "12"}
+    for level in metrics["levels"].values():
+        assert set(level["methods"]) == {"biharmonic inpainting", "redcnn", "unet"}
+        assert set(level["methods"]["unet"]) == {"psnr", "ssim"}  # no MS-SSIM inside a hole
+        assert set(level["comparisons"]["redcnn"]) == {"biharmonic inpainting"}
+    # a larger hole, a worse guess (scored inside it only, where the whole slice would hide it)
+    fill = {k: v["methods"]["biharmonic inpainting"]["psnr"]["mean"] for k, v in metrics["levels"].items()}
+    assert fill["12"] < fill["6"] < 40
+    with np.load(results / "missing_region/pairs.npz") as pairs:
+        sides = pairs["region"][:, 2]
+        assert (pairs["region"][:, 3] == sides).all() and (sides == pairs["level"]).all()
+    table = pd.read_csv(results / "evaluation/per_image.tsv", sep="\t")
+    splits = json.loads((results / "split/splits.json").read_text())
+    assert set(table["image_id"]) == set(splits["test"])
+    assert (results / "figures/restoration_panels.png").stat().st_size > 10_000
 
 
 def test_a_slice_factor_that_does_not_divide_a_volume_is_refused_naming_it(tmp_path):

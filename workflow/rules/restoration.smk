@@ -1,7 +1,8 @@
 # Task family "restoration" (casebook.tasks.restoration): 2D slices of the ingested
 # volumes degraded at each level of the study (a dose: projection, Poisson counts,
 # filtered back projection; a slice-thickness factor: slabs averaged, B-spline
-# interpolated back), the models learn to restore them, and every method, tuned
+# interpolated back; a source channel: histogram-matched; a hole: cut and filled by
+# biharmonic inpainting), the models learn to restore them, and every method, tuned
 # classical baselines included, is scored with PSNR and SSIM per level. Its hooks for
 # the shared rules (train, targets), then its own rules.
 
@@ -19,6 +20,7 @@ SIMULATION_KEYS = {
     "dose": ("doses", "photons", "n_angles", "slices"),
     "thick_slices": ("factors", "slices", "channel"),
     "contrast": ("source_channel", "channel", "slices"),
+    "missing_region": ("holes", "channel", "slices"),
 }
 
 
@@ -89,6 +91,14 @@ THICK_SLICE_CS = cs_pattern(
         cs
         for cs in CASESTUDIES
         if task_of(cs) == "restoration" and degradation_of(cs) == "thick_slices"
+    ]
+)
+
+MISSING_REGION_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "restoration" and degradation_of(cs) == "missing_region"
     ]
 )
 

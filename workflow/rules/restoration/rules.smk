@@ -1,6 +1,6 @@
-# Restoration rules: the degradations (low dose; thick slices; another contrast), and the evaluation of
-# every method (the degraded input, tuned classical baselines, each model's first fold)
-# on the test slices.
+# Restoration rules: the degradations (low dose; thick slices; another contrast; a
+# missing region), and the evaluation of every method (the degraded input, tuned
+# classical baselines, each model's first fold) on the test slices.
 
 
 rule simulate_dose:
@@ -69,6 +69,28 @@ rule simulate_contrast:
         seed=lambda wc: cs_seed(wc.cs),
     script:
         "../../../scripts/simulate_contrast.py"
+
+
+rule simulate_missing_region:
+    input:
+        data="results/{cs}/data",
+    output:
+        pairs="results/{cs}/missing_region/pairs.npz",
+        provenance="results/{cs}/missing_region/provenance.json",
+    log:
+        "logs/{cs}/simulate_missing_region.log",
+    benchmark:
+        "results/{cs}/benchmarks/simulate_missing_region.tsv"
+    wildcard_constraints:
+        cs=MISSING_REGION_CS,
+    threads: rule_threads("simulate_dose")
+    resources:
+        **rule_resources("simulate_dose"),
+    params:
+        restoration=lambda wc: simulation_params(wc.cs),
+        seed=lambda wc: cs_seed(wc.cs),
+    script:
+        "../../../scripts/simulate_missing_region.py"
 
 
 rule evaluate_restoration:

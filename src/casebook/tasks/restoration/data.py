@@ -1,6 +1,6 @@
 """Training and test pairs of a restoration study: 2D slices, each degraded at every
-level of the study (a dose, :mod:`.dose`; a slice-thickness factor, :mod:`.thick_slices`)
-beside its reference, with the patient kept so that splits and bootstrap CIs work on
+level of the study (a dose, :mod:`.dose`; a slice-thickness factor, :mod:`.thick_slices`;
+a source channel, :mod:`.translation`; a hole size, :mod:`.inpainting`) beside its reference, with the patient kept so that splits and bootstrap CIs work on
 patients."""
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ def from_network(x: np.ndarray, window) -> np.ndarray:
     return np.asarray(x, dtype=np.float64) * (high - low) + (low + high) / 2.0
 
 
+def region_masks(regions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean masks of ``shape``, one per region (row, column, height, width), true inside it."""
+    masks = np.zeros((len(regions), *shape), bool)
+    for mask, (r, c, h, w) in zip(masks, np.asarray(regions)):
+        mask[r : r + h, c : c + w] = True
+    return masks
+
+
 @dataclass
 class SlicePairs:
     """``noisy[i]`` is slice ``i`` degraded at level ``level[i]`` (the dose, or the slice
@@ -38,6 +46,9 @@ class SlicePairs:
     level: np.ndarray
     patient: np.ndarray
     image_id: np.ndarray | None = None
+    #: per pair, the box (row, column, height, width) of a missing region, where the
+    #: degradation removed one: the methods are scored inside it
+    region: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.noisy)
@@ -45,7 +56,8 @@ class SlicePairs:
     def at_level(self, level: float) -> SlicePairs:
         keep = np.isclose(self.level, level)
         ids = None if self.image_id is None else self.image_id[keep]
-        return SlicePairs(self.noisy[keep], self.reference[keep], self.level[keep], self.patient[keep], ids)
+        region = None if self.region is None else self.region[keep]
+        return SlicePairs(self.noisy[keep], self.reference[keep], self.level[keep], self.patient[keep], ids, region)
 
 
 def simulate_pairs(

@@ -1,8 +1,8 @@
 """The degradations a restoration study can learn to undo (a contrast translation counts
 as one: the source sequence is a degraded view of the target), and how each is named in
 its tables and figures: the method that is the degraded input itself, the reference, the
-level (a dose, a slice-thickness factor, a source channel) and which level is the
-hardest."""
+level (a dose, a slice-thickness factor, a source channel, a hole size) and which level
+is the hardest."""
 
 from __future__ import annotations
 
@@ -55,6 +55,17 @@ DEGRADATIONS: dict[str, Degradation] = {
         level_axis="source channel",
         describe=lambda level: f"from channel {level:g}",
         hardest=min,
+        units="intensity",
+        log_scale=False,
+    ),
+    "missing_region": Degradation(
+        name="missing_region",
+        input_label="biharmonic inpainting",
+        reference_label="intact slice",
+        level_name="hole side",
+        level_axis="side of the missing square (pixels)",
+        describe=lambda level: f"a {level:g}-pixel square missing",
+        hardest=max,
         units="intensity",
         log_scale=False,
     ),

@@ -1,13 +1,14 @@
 """The evaluate_restoration rule: every method on the test slices at every level of the
-degradation (each dose, each slice-thickness factor).
+degradation (each dose, slice-thickness factor, source channel or hole size).
 
 Methods: the degraded input itself (the low-dose image; the B-spline interpolation of
-the thick slices), each classical baseline (its parameter tuned on the validation slices
-of the fold, per level), and each trained model. Per test slice: PSNR and SSIM on the
-case study's window. Per level and method: the means with percentile bootstrap CIs over
-patients, and each model's paired difference against the input and against the best
-baseline (the one with the highest validation PSNR at that level; paired bootstrap over
-patients)."""
+the thick slices; the histogram-matched source; the biharmonic inpainting of a hole),
+each classical baseline (its parameter tuned on the validation slices of the fold, per
+level), and each trained model. Per test slice: PSNR and SSIM on the case study's
+window (inside the hole only, the known pixels pasted back, for a missing region). Per
+level and method: the means with percentile bootstrap CIs over patients, and each
+model's paired difference against the input and against the best baseline (the one with
+the highest validation PSNR at that level; paired bootstrap over patients)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.restoration import figures
 from casebook.tasks.restoration.baselines import BASELINES, tune
+from casebook.tasks.restoration.data import region_masks
 from casebook.tasks.restoration.degradations import INPUT_LABELS, degradation
-from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference, region_quality
 from casebook.tasks.restoration.simulate import load_pairs
 from casebook.tasks.restoration.train import load_denoiser, restore
 
@@ -41,6 +43,12 @@ def restored_by_method(
     for name, model in models.items():
         out[name] = restore(model, noisy, window)
     return out
+
+
+def paste_outside(restored: np.ndarray, known: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """``restored`` inside each image's region (row, column, height, width) and ``known``
+    outside it: an inpainting method is asked for the missing pixels only."""
+    return np.where(region_masks(regions, np.shape(known)[1:]), restored, known)
 
 
 def _mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float]:
@@ -110,7 +118,7 @@ def evaluate_stage(
         for (name, cfg), path in zip(models.items(), inputs["models"])
     }
     score = lambda restored, reference: image_quality(restored, reference, window, ms_ssim=False)["psnr"]  # noqa: E731
-    rows, examples, tuned, best = [], {}, {}, {}
+    rows, examples, example_regions, tuned, best = [], {}, {}, {}, {}
     for level in sorted(set(test.level.tolist())):
         at, at_val = test.at_level(level), val.at_level(level)
         fits = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
@@ -118,8 +126,14 @@ def evaluate_stage(
         tuned[f"{level:g}"] = {b: {**fit[0], "validation_psnr": fit[1]} for b, fit in fits.items()}
         best[level] = max(fits, key=lambda b: fits[b][1]) if fits else None
         outputs_by_method = restored_by_method(nets, params, at.noisy, window, kind.input_label)
+        if at.region is not None:  # a missing region: the known pixels are kept, the region is scored
+            outputs_by_method = {m: paste_outside(r, at.reference, at.region) for m, r in outputs_by_method.items()}
         for method, restored in outputs_by_method.items():
-            quality = image_quality(restored, at.reference, window)
+            quality = (
+                image_quality(restored, at.reference, window)
+                if at.region is None
+                else region_quality(restored, at.reference, at.region, window)
+            )
             rows += [
                 {
                     "slice": i,
@@ -132,6 +146,7 @@ def evaluate_stage(
                 for i, p in enumerate(at.patient)
             ]
         examples[level] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
+        example_regions[level] = None if at.region is None else tuple(int(v) for v in at.region[0])
     table = pd.DataFrame(rows)
     with atomic_path(outputs["per_image"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
@@ -152,7 +167,9 @@ def evaluate_stage(
     )
     write_json(outputs["metrics"], metrics)
     hardest = kind.hardest(list(examples))
-    figures.plot_panels(examples[hardest], window, kind, f"{title}: {kind.describe(hardest)}", outputs["panels"])
+    figures.plot_panels(
+        examples[hardest], window, kind, f"{title}: {kind.describe(hardest)}", outputs["panels"], region=example_regions[hardest]
+    )
     figures.plot_metric_vs_level(metrics, kind, f"{title}: test slices", outputs["curves"])
     provenance.write_record(
         outputs["provenance"],

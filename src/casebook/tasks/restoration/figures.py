@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
 from casebook.tasks.restoration.degradations import Degradation  # noqa: E402
@@ -20,10 +21,19 @@ from casebook.tasks.restoration.metrics import MS_SSIM_LABEL  # noqa: E402
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": MS_SSIM_LABEL}
 
 
-def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], kind: Degradation, title: str, path: str | Path) -> None:
+def plot_panels(
+    images: dict[str, np.ndarray],
+    window: Sequence[float],
+    kind: Degradation,
+    title: str,
+    path: str | Path,
+    *,
+    region: tuple[int, int, int, int] | None = None,
+) -> None:
     """One test slice: the reference and every method's output on the display window
     (top), each output minus the reference (bottom, +- a quarter of the window: 100 HU
-    on the soft-tissue window)."""
+    on the soft-tissue window); ``region`` (row, column, height, width), a missing
+    region, outlined on every image."""
     reference = images["reference"]
     methods = [m for m in images if m != "reference"]
     fig, axes = plt.subplots(2, len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 5.0), squeeze=False, layout="constrained")
@@ -38,6 +48,9 @@ def plot_panels(images: dict[str, np.ndarray], window: Sequence[float], kind: De
         shown = axes[1, j].imshow(images[method] - reference, cmap="RdBu_r", vmin=-span, vmax=span)
         axes[1, j].set_title("minus reference", fontsize=8)
     for ax in axes.flat:
+        if region is not None and ax.has_data():
+            r, c, h, w = region
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="gold", linewidth=0.8))
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(shown, ax=axes[1, 1:].tolist(), shrink=0.8, label=kind.units)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
+from monai.metrics.regression import compute_ssim_and_cs
 
 from casebook.analysis.stats import paired_bootstrap_test
 
@@ -61,6 +62,33 @@ def image_quality(
             spatial_dims=pred.dim() - 2, data_range=1.0, kernel_size=MS_SSIM_KERNEL, weights=MS_SSIM_WEIGHTS, reduction="none"
         )(pred, ref)
     return {k: v.flatten().numpy().astype(float) for k, v in out.items()}
+
+
+#: MONAI's SSIM defaults (Wang et al.'s 11-pixel Gaussian window, sigma 1.5)
+SSIM_KERNEL, SSIM_SIGMA = 11, 1.5
+
+
+def region_quality(
+    restored: Sequence[np.ndarray], reference: Sequence[np.ndarray], regions: np.ndarray, window: Sequence[float] = SOFT_TISSUE
+) -> dict[str, np.ndarray]:
+    """PSNR and SSIM of each restored image inside its region (``regions[i]``: row,
+    column, height, width), the only pixels a missing-region method has to make up: PSNR
+    over the region's pixels, SSIM as the mean of MONAI's SSIM map (the image reflected
+    at its edges, so every pixel has a full window) at the region's pixels; the windows
+    there see the known surround too, as a reader does."""
+    if not len(restored) == len(reference) == len(regions):
+        raise ValueError(f"{len(restored)} restored images, {len(reference)} references and {len(regions)} regions")
+    pad = SSIM_KERNEL // 2
+    psnr, ssim = [], []
+    for pred, ref, (r, c, h, w) in zip(_batch(restored, window), _batch(reference, window), np.asarray(regions)):
+        if h < 1 or w < 1 or r < 0 or c < 0 or r + h > pred.shape[-2] or c + w > pred.shape[-1]:
+            raise ValueError(f"region {(r, c, h, w)} is not inside the {tuple(pred.shape[-2:])} image")
+        box = (slice(None), slice(None), slice(r, r + h), slice(c, c + w))
+        psnr.append(float(PSNRMetric(max_val=1.0)(pred[None][box], ref[None][box]).item()))
+        padded = [torch.nn.functional.pad(x[None], (pad,) * 4, mode="reflect") for x in (pred, ref)]
+        ssim_map, _ = compute_ssim_and_cs(*padded, spatial_dims=2, kernel_size=(SSIM_KERNEL,) * 2, kernel_sigma=(SSIM_SIGMA,) * 2)
+        ssim.append(float(ssim_map[box].mean()))
+    return {"psnr": np.asarray(psnr), "ssim": np.asarray(ssim)}
 
 
 def _mean(_labels: np.ndarray, values: np.ndarray) -> float:

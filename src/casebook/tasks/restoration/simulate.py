@@ -68,13 +68,14 @@ def publish_pairs(
     pairs: SlicePairs, outputs: dict[str, str], *, rule: str, inputs: list[str], settings: dict[str, Any], **record: Any
 ) -> SlicePairs:
     """What every degradation's rule ends with: ``pairs.npz`` (float32 images, levels,
-    patients and image ids) and the rule's record (``record``: seed, started, code,
-    wildcards)."""
+    patients and image ids, and the missing regions where there are any) and the rule's
+    record (``record``: seed, started, code, wildcards)."""
+    regions = {} if pairs.region is None else {"region": pairs.region}
     with atomic_path(outputs["pairs"]) as tmp:
         with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
             np.savez_compressed(
                 handle, noisy=pairs.noisy.astype(np.float32), reference=pairs.reference.astype(np.float32),
-                level=pairs.level, patient=pairs.patient, image_id=np.asarray(pairs.image_id),
+                level=pairs.level, patient=pairs.patient, image_id=np.asarray(pairs.image_id), **regions,
             )  # fmt: skip
     provenance.write_record(
         outputs["provenance"], rule=rule, inputs=inputs, outputs=[outputs["pairs"]], params={"restoration": settings}, **record
@@ -92,4 +93,5 @@ def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:
             data["level"][keep],
             data["patient"][keep],
             data["image_id"][keep],
+            data["region"][keep] if "region" in data else None,
         )

@@ -18,8 +18,8 @@ from casebook.engine.runtime import seed_everything, select_device
 from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks.restoration.adversarial import Adversary
-from casebook.tasks.restoration.data import SlicePairs, from_network, to_network
-from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality
+from casebook.tasks.restoration.data import SlicePairs, from_network, region_masks, to_network
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, region_quality
 from casebook.tasks.restoration.networks import build_restoration_network
 from casebook.tasks.restoration.simulate import load_pairs
 
@@ -59,6 +59,8 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
     epochs = int(tcfg["epochs"])
     window = window_of(cfg)
     inputs, targets = _tensor(train.noisy, window), _tensor(train.reference, window)
+    # a missing region: the loss is taken inside it only (the known pixels are pasted back)
+    weights = None if train.region is None else torch.from_numpy(region_masks(train.region, train.noisy.shape[1:]))[:, None]
     generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     batch = int(tcfg["batch_size"])
 
@@ -72,7 +74,11 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
             x, y = inputs[idx].to(device), targets[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
-            loss = torch.nn.functional.mse_loss(out, y)
+            if weights is None:
+                loss = torch.nn.functional.mse_loss(out, y)
+            else:
+                w = weights[idx].to(device)
+                loss = ((out - y) ** 2 * w).sum() / w.sum()
             total += loss.item() * len(idx)  # the history's loss: reconstruction, comparable with or without
             if adversary is not None:
                 loss = loss + adversary.generator_loss(x, out)
@@ -84,8 +90,12 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
 
     def validate() -> dict[str, float]:
         restored = restore(model, val.noisy, window)
-        val_loss = float(np.mean((to_network(restored, window) - to_network(val.reference, window)) ** 2))
-        return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window, ms_ssim=False)["psnr"]))}
+        if val.region is None:
+            val_loss = float(np.mean((to_network(restored, window) - to_network(val.reference, window)) ** 2))
+            return {"val_loss": val_loss, "val_psnr": float(np.mean(image_quality(restored, val.reference, window, ms_ssim=False)["psnr"]))}
+        inside = region_masks(val.region, val.noisy.shape[1:])
+        val_loss = float(np.mean(((to_network(restored, window) - to_network(val.reference, window)) ** 2)[inside]))
+        return {"val_loss": val_loss, "val_psnr": float(np.mean(region_quality(restored, val.reference, val.region, window)["psnr"]))}
 
     trainer = Trainer(
         net=model,
@@ -128,7 +138,7 @@ def train_stage(
         "task": "restoration",
         "network": cfg["network"],
         "input": {
-            "format": "float32 tensor (1, rows, columns): a degraded slice (low-dose FBP, or thick slices B-spline interpolated), (value - window centre) / window width",
+            "format": "float32 tensor (1, rows, columns): a degraded slice (low-dose FBP, thick slices B-spline interpolated, a histogram-matched source sequence, or a hole filled by biharmonic inpainting), (value - window centre) / window width",
             "window": list(window),
         },
         "output": {"type": "the restored slice, same scale"},
