@@ -150,3 +150,41 @@ def test_a_class_conditional_diffusion_model_draws_images_of_the_asked_class(tmp
     accuracy = np.mean(predict_proba(judge.model, samples).argmax(1) == labels)
     assert accuracy >= 0.8, accuracy  # chance is 0.5
     torch.testing.assert_close(torch.tensor(samples.min()), torch.tensor(-1.0), atol=0.5, rtol=0)
+
+
+def test_latent_diffusion_trains_its_autoencoder_first_and_samples_in_its_latent_space(tmp_path):
+    from casebook.tasks.generation.autoencoder import kl_divergence
+    from casebook.tasks.generation.networks import build_diffusion
+
+    rng = np.random.default_rng(5)
+    train, val = _set(*_bars(128, rng)), _set(*_bars(32, rng))
+    network = {
+        "name": "ldm",
+        "kwargs": {"channels": [16, 32]},
+        "autoencoder": {"epochs": 20, "lr": 0.005, "kwargs": {"channels": [16, 32]}},
+    }
+    cfg = {
+        "network": network,
+        "train": {"epochs": 6, "batch_size": 32, "optimizer": "adam", "lr": 0.003, "schedule": {"name": "none"}},
+        "diffusion": {"timesteps": 200},
+        "seed": 0,
+    }
+    summary = fit(cfg, train, val, 2, tmp_path)
+    first = summary["latent"]
+    history = (tmp_path / "autoencoder/history.tsv").read_text().splitlines()
+    assert len(history) == 21 and first["best_val_l1"] < 0.5 * float(history[1].split("\t")[2])  # it learnt to reconstruct
+    assert first["shape"] == [3, 8, 8]
+    model, process = load_generator(tmp_path / "model.pt", network)
+    assert float(model.scale) == pytest.approx(first["scale"]) and float(model.clip) == pytest.approx(first["clip"])
+    latents = model.encode(torch.from_numpy(train.images)[:, None])
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-3) and latents.abs().max().item() == pytest.approx(first["clip"], rel=1e-5)
+    samples, _ = sample(model, np.array([0, 1] * 8), sampler="ddim", steps=10, size=16, process=process, seed=0)
+    assert samples.shape == (16, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    # the autoencoder is frozen while the diffusion model trains: its weights are the best epoch's
+    best = torch.load(tmp_path / "autoencoder/model.pt", weights_only=True)["state_dict"]
+    for key, value in best.items():
+        torch.testing.assert_close(model.autoencoder.state_dict()[key], value)
+    with pytest.raises(ValueError, match="not a multiple of the autoencoder's downsampling"):
+        build_diffusion(network, 2).latent_shape(15)
+    assert kl_divergence(torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_divergence(torch.ones(2, 3, 4, 4), torch.ones(2, 3, 4, 4)).item() == pytest.approx(24.0)  # 0.5 * 48 per latent

@@ -15,15 +15,16 @@ def test_default_dag_dry_run(tmp_path):
     jobs = planned_jobs(snakemake(workdir, "--dry-run").stdout)
     # nine case studies: two classifications with three models (two for the chest X-rays,
     # one for the nodules), two segmentations with two models each, four restorations
-    # (low dose, thick slices, contrast, missing region) with two each, one generation with one
+    # (low dose, thick slices, contrast, missing region) with two each, one generation with
+    # two (diffusion on pixels and on latents)
     for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
         assert jobs.get(rule) == 9, (rule, jobs)
     for rule in ("preprocess", "summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
     # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
     # (7 classification fold models); the shared train rule also trains the 4 segmentation
-    # models, the 4 x 2 restoration models and the diffusion model
-    assert jobs.get("train") == 7 + 4 + 8 + 1, jobs
+    # models, the 4 x 2 restoration models and the two diffusion models (pixels, latents)
+    assert jobs.get("train") == 7 + 4 + 8 + 2, jobs
     assert jobs.get("evaluate") == 7, jobs
     for rule in ("explain", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
@@ -34,12 +35,12 @@ def test_default_dag_dry_run(tmp_path):
     assert jobs.get("robustness_summary") == 4, jobs
     assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
     assert jobs.get("evaluate_seg") == 4, jobs
-    assert jobs.get("figure_training") == 20, jobs
+    assert jobs.get("figure_training") == 21, jobs
     simulations = ("simulate_dose", "simulate_thick_slices", "simulate_contrast", "simulate_missing_region")
     assert [jobs.get(rule) for rule in simulations] == [1] * 4, jobs
     assert jobs.get("evaluate_restoration") == 4, jobs  # no robustness stage
     generation = ("prepare_generation", "train_judge", "sample_generation", "evaluate_generation", "utility_generation")
-    assert [jobs.get(rule) for rule in generation] == [1] * 5, jobs
+    assert [jobs.get(rule) for rule in generation] == [1, 1, 2, 1, 1], jobs  # two models sample, one utility study
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
@@ -74,7 +75,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
     # every training job, of every family (one shared rule), gets the train rule's row
     train_blocks = [m.group(1) for m in re.finditer(r"rule train:\n((?:    .*\n)+)", out)]
-    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 1
+    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2
     assert [b for b in train_blocks if "gpu=1" not in b or "mem_mb=8000" not in b] == []
     for cs in ("brain_tumour_mri", "abdomen_ct", "lowdose_ct", "mri_superres", "mri_translation", "mri_inpainting", "cxr_synthesis"):
         assert any(f"cs={cs}" in b for b in train_blocks), cs

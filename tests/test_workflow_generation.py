@@ -17,7 +17,8 @@ CASESTUDY = "config/casestudies/cxr_synthesis.yaml"
 
 
 def make_tiny_generation(workdir) -> None:
-    """cxr_synthesis only: 40 patients at 16 px, two epochs, one sampler of 5 steps."""
+    """cxr_synthesis only: 40 patients at 16 px, two epochs (the latent model's
+    autoencoder too), samplers of 3 and 5 steps, the utility study of the pixel model."""
 
     def shrink(cs):
         cs["dataset"]["params"].update(n_patients=40, size=16)
@@ -25,10 +26,13 @@ def make_tiny_generation(workdir) -> None:
         cs["generation"].update(
             size=16, samplers=[{"sampler": "ddim", "steps": 3}, {"sampler": "ddim", "steps": 5}], n_per_class=8,
             judge={"epochs": 2, "batch_size": 32}, n_bootstrap=50, n_bootstrap_fd=20,
-            utility={"fractions": [0.5, 1.0], "repeats": 1, "sampler": "ddim_5"},
+            utility={"fractions": [0.5, 1.0], "repeats": 1, "sampler": "ddim_5", "models": ["ddpm"]},
         )  # fmt: skip
         cs["train"].update(epochs=2, batch_size=16)
         cs["models"]["ddpm"]["network"]["kwargs"] = {"channels": [8, 16]}
+        ldm = cs["models"]["ldm"]
+        ldm["network"].update(kwargs={"channels": [8, 16]}, autoencoder={"epochs": 2, "kwargs": {"channels": [8, 16]}})
+        ldm["train"] = {"epochs": 2}
 
     edit_yaml(workdir / CASESTUDY, shrink)
     edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[CASESTUDY]))
@@ -48,11 +52,12 @@ def test_samples_are_measured_and_the_canary_is_flagged(generation_run):
     assert metrics["fd_label"] == "FD (casebook judge features)"
     assert metrics["memorization"]["canary"]["planted_flagged"] is True
     table = pd.read_csv(results / "evaluation/samplers.tsv", sep="\t")
-    assert list(table["sampler"]) == ["ddim_3", "ddim_5"] and (table["n_samples"] == 16).all()
+    assert list(zip(table["model"], table["sampler"])) == [("ddpm", "ddim_3"), ("ddpm", "ddim_5"), ("ldm", "ddim_3"), ("ldm", "ddim_5")]
+    assert (table["n_samples"] == 16).all()
     assert (table["fd_ci_low"] <= table["fd"]).all() and (table["fd"] <= table["fd_ci_high"]).all()
     assert table[["precision", "recall", "judge_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
     memo = pd.read_csv(results / "evaluation/memorization.tsv", sep="\t")
-    assert len(memo) == 32 and memo["nearest_train_image"].str.startswith("cxr_p").all()
+    assert len(memo) == 64 and memo["nearest_train_image"].str.startswith("cxr_p").all()
     timing = pd.read_csv(results / "samples/ddpm/timing.tsv", sep="\t")
     assert (timing["images_per_second"] > 0).all()
     for figure in ("sample_grid", "nearest_neighbours", "sampler_steps"):
@@ -60,6 +65,13 @@ def test_samples_are_measured_and_the_canary_is_flagged(generation_run):
     card = json.loads((results / "models/ddpm/fold_0/metadata.json").read_text())
     splits = json.loads((results / "split/splits.json").read_text())
     assert set(card["data"]["train_image_ids"]) == set(splits["folds"][0]["train"])
+    # the latent model: its autoencoder trained first, on the same images, then frozen
+    latent = json.loads((results / "models/ldm/fold_0/metadata.json").read_text())
+    assert latent["autoencoder"]["shape"] == [3, 8, 8] and latent["autoencoder"]["scale"] > 0
+    assert latent["data"]["train_image_ids"] == card["data"]["train_image_ids"]
+    history = pd.read_csv(results / "models/ldm/fold_0/autoencoder/history.tsv", sep="\t")
+    assert list(history["epoch"]) == [1, 2] and history["val_l1"].notna().all()
+    assert not (results / "utility/ldm").exists()  # generation.utility.models: the pixel model only
 
 
 def test_utility_arms_are_tested_on_real_images_with_paired_comparisons(generation_run):
@@ -92,7 +104,8 @@ def test_a_sampling_setting_resamples_without_retraining(generation_run):
     try:
         edit_yaml(path, lambda cs: cs["generation"].update(n_per_class=6))
         jobs = planned_jobs(snakemake(generation_run, "--dry-run").stdout)
-        assert jobs == {"sample_generation": 1, "evaluate_generation": 1, "utility_generation": 1, "all": 1}
+        # both models resample; the utility study is the pixel model's only
+        assert jobs == {"sample_generation": 2, "evaluate_generation": 1, "utility_generation": 1, "all": 1}
     finally:
         path.write_bytes(before)
 

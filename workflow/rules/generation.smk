@@ -45,11 +45,24 @@ def generation_targets(cs):
             f"{model_dir(cs, model, fold)}/metadata.json",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
-    if generation_settings(cs).get("utility", {}).get("fractions"):
+    utility = generation_settings(cs).get("utility", {})
+    if utility.get("fractions"):
         out += [
-            f"results/{cs}/utility/{model}/utility.json" for model in model_names(cs)
+            f"results/{cs}/utility/{model}/utility.json" for model in utility_models(cs)
         ]
     return out
+
+
+def utility_models(cs):
+    """The models whose samples the utility study uses (generation.utility.models)."""
+    chosen = generation_settings(cs).get("utility", {}).get("models") or model_names(cs)
+    unknown = sorted(set(chosen) - set(model_names(cs)))
+    if unknown:
+        raise WorkflowError(
+            f"case study {cs!r}: generation.utility.models names {unknown}, "
+            f"which are not among its models {model_names(cs)}"
+        )
+    return chosen
 
 
 FAMILY_HOOKS["generation"] = {

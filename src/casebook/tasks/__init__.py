@@ -99,8 +99,8 @@ TASKS: dict[str, TaskFamily] = {
         ),
         TaskFamily(
             name="generation",
-            description="class-conditional image synthesis (2D diffusion), judged, checked for memorization, used downstream",
-            networks=("ddpm",),
+            description="class-conditional image synthesis (2D diffusion in pixels or in a VAE's latents), judged, checked for memorization, used downstream",
+            networks=("ddpm", "ldm"),
             sections=("generation",),
             required=("models",),
             selection_metric="val_neg_loss",

@@ -1,5 +1,6 @@
 """Training of a class-conditional diffusion model on the engine's epoch loop
-(:mod:`casebook.engine.loop`): the DDPM noise-prediction loss, the best epoch by the
+(:mod:`casebook.engine.loop`), on the pixels or, for a latent model, on the latents of
+its autoencoder trained first (:mod:`.autoencoder`): the DDPM noise-prediction loss, the best epoch by the
 validation images' loss at fixed steps and noise (the same draw every epoch, so epochs
 compare), written as its negative (the loop keeps the highest)."""
 
@@ -18,10 +19,11 @@ from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
 from casebook.fileio import read_json
 from casebook.split import fold_split
+from casebook.tasks.generation.autoencoder import fit_autoencoder, latent_scale
 from casebook.tasks.generation.data import ImageSet, load_images
 from casebook.tasks.generation.diffusion import DIFFUSION_PROCESS, noise_loss
 from casebook.tasks.generation.diffusion import make_scheduler as make_noise_scheduler
-from casebook.tasks.generation.networks import build_diffusion
+from casebook.tasks.generation.networks import LatentDiffusion, build_diffusion
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_neg_loss", "lr", "seconds"]
 
@@ -43,10 +45,15 @@ def fit(
     model = build_diffusion(cfg["network"], n_classes).to(device)
     process = {**DIFFUSION_PROCESS, **(cfg.get("diffusion") or {})}
     noise_scheduler = make_noise_scheduler("ddpm", process)
-    optimizer = make_optimizer(model.parameters(), tcfg)
     epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
     x, y = _tensors(train)
     vx, vy = _tensors(val)
+    extra, latent = {}, {}
+    if isinstance(model, LatentDiffusion):  # first the VAE, then diffusion on its latents
+        latent = _fit_first_stage(model, cfg, x, vx, out_dir, batch=batch, seed=seed, resume_key=resume_key, device=device)
+        x, vx = _encode(model, x, batch, device), _encode(model, vx, batch, device)
+        extra = {"latent_scale": latent["scale"]}
+    optimizer = make_optimizer(model.unet.parameters() if latent else model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(seed)
 
     def train_epoch(_epoch: int) -> float:
@@ -81,10 +88,40 @@ def fit(
         metric="val_neg_loss",
         columns=HISTORY_COLUMNS,
         generator=generator,
-        best_extra={"n_classes": n_classes, "diffusion": process},
+        best_extra={"n_classes": n_classes, "diffusion": process, **extra},
     )
     state = run_epochs(trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc="train diffusion")
-    return {"best_epoch": state["best_epoch"], "best_val_loss": -state["best"], "epochs": epochs, "n_train": len(train)}
+    summary = {"best_epoch": state["best_epoch"], "best_val_loss": -state["best"], "epochs": epochs, "n_train": len(train)}
+    return {**summary, **({"latent": latent} if latent else {})}
+
+
+def _fit_first_stage(
+    model: LatentDiffusion,
+    cfg: dict[str, Any],
+    x: torch.Tensor,
+    vx: torch.Tensor,
+    out_dir: Path,
+    *,
+    batch: int,
+    seed: int,
+    resume_key: str,
+    device,
+) -> dict[str, Any]:
+    """Train the latent model's autoencoder, freeze it and set its latent scale."""
+    summary = fit_autoencoder(
+        model.autoencoder, cfg["network"].get("autoencoder") or {}, x, vx, out_dir / "autoencoder",
+        batch_size=batch, seed=seed, resume_key=resume_key, device=device,
+    )  # fmt: skip
+    model.autoencoder.requires_grad_(False)
+    model.scale.fill_(1.0)
+    model.scale.fill_(latent_scale(_encode(model, x, batch, device)))
+    model.clip.fill_(float(_encode(model, x, batch, device).abs().max()))
+    return {**summary, "scale": float(model.scale), "clip": float(model.clip), "shape": list(model.latent_shape(int(x.shape[-1])))}
+
+
+def _encode(model: LatentDiffusion, images: torch.Tensor, batch: int, device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.encode(part.to(device)).cpu() for part in images.split(batch)])
 
 
 def load_generator(path: str | Path, network: dict[str, Any], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -114,10 +151,11 @@ def train_stage(
         "task": "generation",
         "network": cfg["network"],
         "diffusion": {**DIFFUSION_PROCESS, **(cfg.get("diffusion") or {})},
-        "input": {"format": "noise (1, size, size) and a class index", "size": int(train.images.shape[-1])},
+        "input": {"format": "noise (1, size, size), or of the latent shape, and a class index", "size": int(train.images.shape[-1])},
         "output": {"type": "an image on [-1, 1] (the prepared images' scale)"},
         "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
         "metrics": {"best_val_loss": summary["best_val_loss"], "best_epoch": summary["best_epoch"]},
+        **({"autoencoder": summary["latent"]} if "latent" in summary else {}),
         "data": {
             "n_train_images": len(train),
             "n_val_images": len(val),
