@@ -13,7 +13,7 @@ from scipy import linalg
 from casebook.tasks.generation.data import ImageError, ImageSet, as_2d, to_network, to_unit
 from casebook.tasks.generation.diffusion import sample
 from casebook.tasks.generation.judge import fit_classifier, predict_proba
-from casebook.tasks.generation.metrics import frechet_distance, memorization, precision_recall
+from casebook.tasks.generation.metrics import frechet_distance, memorization, memorization_threshold, precision_recall
 from casebook.tasks.generation.train import fit, load_generator
 from casebook.tasks.generation.utility import LeakageError, check_generator_data, patient_fraction
 
@@ -61,13 +61,14 @@ def test_memorization_flags_a_planted_training_copy_and_passes_fresh_images():
     rng = np.random.default_rng(2)
     train, held_out, fresh = _smooth_images(200, rng), _smooth_images(100, rng), _smooth_images(50, rng)
     samples = np.concatenate([train[7:8], fresh])
-    result = memorization(samples, train, held_out, quantile=0.01)
+    threshold = memorization_threshold(train, held_out, quantile=0.01)
+    result = memorization(samples, train, threshold)
     assert result["flagged"][0] and result["nearest_index"][0] == 7 and result["distance"][0] == pytest.approx(0.0, abs=1e-6)
     # fresh images of the population are flagged at about the quantile's rate, not more
     assert result["flagged"][1:].mean() <= 0.06
     # a slightly perturbed copy is still a copy
     noisy_copy = train[3] + rng.normal(0, 0.01, train[3].shape)
-    assert memorization(noisy_copy[None], train, held_out)["flagged"][0]
+    assert memorization(noisy_copy[None], train, threshold)["flagged"][0]
 
 
 def _images(patients: list[str], labels: list[int], per_patient: int = 3) -> ImageSet:

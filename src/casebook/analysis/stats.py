@@ -116,10 +116,17 @@ def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
 # ------------------------------------------------------------------ paired bootstrap
 
 
-def _group_members(groups) -> list[np.ndarray]:
+def group_members(groups) -> list[np.ndarray]:
+    """The indices of each group (patient), groups in sorted order, indices ascending."""
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     return np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+
+
+def resample_groups(members: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One bootstrap draw of whole groups: as many groups as there are, with
+    replacement, every index of each drawn group (a patient's images together)."""
+    return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
 
 
 def paired_bootstrap_test(
@@ -155,11 +162,11 @@ def paired_bootstrap_test(
 
         statistic = roc_auc_score
     labels, scores_a, scores_b = np.asarray(labels), np.asarray(scores_a), np.asarray(scores_b)
-    members = _group_members(groups)
+    members = group_members(groups)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        idx = resample_groups(members, rng)
         if skip_single_class and np.unique(labels[idx]).size < 2:
             continue
         diffs.append(statistic(labels[idx], scores_a[idx]) - statistic(labels[idx], scores_b[idx]))
@@ -285,12 +292,10 @@ def bootstrap_ci(
     intervals too narrow.
     """
     rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    members = group_members(groups)
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
-        picked = rng.integers(0, len(unique), len(unique))
-        idx = np.concatenate([members[g] for g in picked])
+        idx = resample_groups(members, rng)
         for key, value in statistic(labels[idx], probs[idx]).items():
             samples.setdefault(key, []).append(value)
     alpha = (1 - level) / 2

@@ -87,8 +87,8 @@ TASKS: dict[str, TaskFamily] = {
         ),
         TaskFamily(
             name="restoration",
-            description="image restoration (2D slices): low-dose CT denoising, thick-slice super-resolution, contrast translation",
-            networks=("redcnn", "unet"),
+            description="image restoration (2D slices): low-dose CT denoising, thick-slice super-resolution, contrast translation, inpainting",
+            networks=("redcnn", "unet", "diffusion"),
             sections=("restoration",),
             required=("models", "restoration"),
             selection_metric="val_psnr",

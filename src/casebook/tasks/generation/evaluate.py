@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from casebook import provenance
+from casebook.analysis.stats import group_members, resample_groups
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.generation.data import ImageSet, load_images
 from casebook.tasks.generation.judge import embed, load_judge, predict_proba, score_auc
-from casebook.tasks.generation.metrics import FD_LABEL, frechet_distance, memorization, precision_recall
+from casebook.tasks.generation.metrics import FD_LABEL, frechet_distance, memorization, memorization_threshold, precision_recall
 from casebook.tasks.generation.sampling import load_samples
 
 
@@ -27,11 +28,10 @@ def fd_with_ci(real: np.ndarray, real_patients: np.ndarray, fake: np.ndarray, *,
     (it is biased in the sample size, Chong and Forsyth 2020): the interval is shifted by
     the bootstrap's estimate of that bias (mean of the resamples minus the estimate)."""
     rng = np.random.default_rng(seed)
-    patients, inverse = np.unique(real_patients, return_inverse=True)
-    members = [np.flatnonzero(inverse == p) for p in range(len(patients))]
+    members = group_members(real_patients)
     values = []
     for _ in range(n_boot):
-        idx = np.concatenate([members[p] for p in rng.integers(0, len(members), len(members))])
+        idx = resample_groups(members, rng)
         values.append(frechet_distance(real[idx], fake[rng.integers(0, len(fake), len(fake))]))
     estimate = frechet_distance(real, fake)
     bias = float(np.mean(values)) - estimate
@@ -55,15 +55,17 @@ def evaluate_samples(
     test: ImageSet,
     test_features: np.ndarray,
     train: ImageSet,
+    threshold: dict[str, float],
     settings: dict[str, Any],
     seed: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One sampler's row of the table, and its memorization result."""
+    """One sampler's row of the table, and its memorization result (``threshold``: the
+    study's, :func:`memorization_threshold`)."""
     features = embed(judge, samples)
     fd = fd_with_ci(
         test_features, test.patient, features, n_boot=int(settings["n_bootstrap_fd"]), level=float(settings["ci_level"]), seed=seed
     )
-    memo = memorization(samples, train.images, test.images, float(settings["memorization_quantile"]))
+    memo = memorization(samples, train.images, threshold)
     row = {
         "model": name,
         "sampler": key,
@@ -108,12 +110,13 @@ def evaluate_stage(
         level=float(settings["ci_level"]),
         seed=seed,
     )
+    threshold = memorization_threshold(train.images, test.images, float(settings["memorization_quantile"]))
     rows, memo_rows, shown = [], [], {}
     for name, path in samples.items():
         by_sampler, labels = load_samples(path)
         timing = pd.read_csv(timings[name], sep="\t").set_index("key")
         for key, images_ in by_sampler.items():
-            row, memo = evaluate_samples(name, key, images_, labels, judge, test, test_features, train, settings, seed)
+            row, memo = evaluate_samples(name, key, images_, labels, judge, test, test_features, train, threshold, settings, seed)
             row.update(seconds=float(timing.loc[key, "seconds"]), images_per_second=float(timing.loc[key, "images_per_second"]))
             rows.append(row)
             memo_rows += [
@@ -138,7 +141,7 @@ def evaluate_stage(
         "real_test": real,
         "samplers": table.to_dict(orient="records"),
         "memorization": {
-            "threshold": next(iter(shown.values()))[2]["threshold"] if shown else None,
+            "threshold": threshold["threshold"],
             "quantile": float(settings["memorization_quantile"]),
             "canary": canary,
         },
@@ -174,7 +177,7 @@ def canary_check(train: ImageSet, test: ImageSet, quantile: float) -> dict[str, 
     """The check on itself: a copy of a training image planted among samples must be
     flagged, and a held-out real image (another patient) should not be."""
     planted = np.stack([train.images[0], test.images[0]])
-    result = memorization(planted, train.images, test.images[1:], quantile)
+    result = memorization(planted, train.images, memorization_threshold(train.images, test.images[1:], quantile))
     return {
         "planted_copy_of": str(train.image_id[0]),
         "planted_flagged": bool(result["flagged"][0]),

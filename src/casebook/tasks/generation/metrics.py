@@ -53,19 +53,23 @@ def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np
     return index, distances[np.arange(len(q)), index]
 
 
-def memorization(samples: np.ndarray, train: np.ndarray, held_out: np.ndarray, quantile: float = 0.01) -> dict[str, Any]:
-    """Flag samples closer to a training image than all but ``quantile`` of held-out real
-    images are (the test images: other patients, never trained on). A copy of a training
-    image has distance 0 and is flagged; a fresh image of the population is flagged at
-    about the rate ``quantile``."""
+def memorization_threshold(train: np.ndarray, held_out: np.ndarray, quantile: float = 0.01) -> dict[str, float]:
+    """The distance to the nearest training image below which a sample counts as a copy:
+    the ``quantile`` of the held-out real images' own nearest-training distances (the
+    test images: other patients, never trained on). Computed once per study."""
     _, reference = nearest(held_out, train)
-    threshold = float(np.quantile(reference, quantile))
+    return {"threshold": float(np.quantile(reference, quantile)), "quantile": quantile, "held_out_median": float(np.median(reference))}
+
+
+def memorization(samples: np.ndarray, train: np.ndarray, threshold: dict[str, float]) -> dict[str, Any]:
+    """Flag samples closer to a training image than ``threshold`` (of
+    :func:`memorization_threshold`). A copy of a training image has distance 0 and is
+    flagged; a fresh image of the population is flagged at about the rate of the
+    threshold's quantile."""
     index, distance = nearest(samples, train)
-    flagged = distance <= threshold
+    flagged = distance <= threshold["threshold"]
     return {
-        "threshold": threshold,
-        "quantile": quantile,
-        "held_out_median": float(np.median(reference)),
+        **threshold,
         "nearest_index": index,
         "distance": distance,
         "flagged": flagged,

@@ -1,7 +1,10 @@
 """Restoration networks: RED-CNN (Chen et al. 2017, IEEE TMI 36:2524), which MONAI does
-not have, and MONAI's BasicUNet learning the residual (the noise) rather than the image.
+not have, MONAI's BasicUNet learning the residual (the noise) rather than the image, and
+a conditional diffusion model (MONAI's DiffusionModelUNet and DDIM scheduler) that
+samples the residual given the degraded image.
 
-Both map a one-channel image to a one-channel image of the same shape, in 2D or 3D.
+Each maps a one-channel image to a one-channel image of the same shape (the first two
+in 2D or 3D, the diffusion model in 2D).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from typing import Any
 
 import torch
 from monai.networks.layers import Conv
-from monai.networks.nets import BasicUNet
+from monai.networks.nets import BasicUNet, DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 
@@ -60,7 +64,64 @@ class ResidualUNet(nn.Module):
         return x + self.unet(x)
 
 
-RESTORATION_NETWORKS = {"redcnn": REDCNN, "unet": ResidualUNet}
+class ConditionalDiffusion(nn.Module):
+    """SR3 / Palette-style conditional diffusion (Saharia et al. 2022): a
+    DiffusionModelUNet sees the noisy residual (reference minus degraded input, on the
+    network scale) beside the degraded input and predicts the noise (:meth:`training_loss`,
+    the DDPM objective); called on a degraded batch, it samples the residual with
+    ``steps`` DDIM steps from a fixed seed (the same input, the same output) and adds
+    it. ``clip`` bounds each step's estimate of the residual (in window widths)."""
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        channels: tuple[int, ...] = (16, 32, 32),
+        timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        steps: int = 10,
+        clip: float = 1.0,
+        seed: int = 0,
+        **unet_kwargs: Any,
+    ):
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError("the conditional diffusion restorer is 2D only")
+        kwargs = {"num_res_blocks": 1, "norm_num_groups": 8, **unet_kwargs}
+        kwargs["attention_levels"] = tuple(kwargs.get("attention_levels") or (False,) * len(channels))
+        self.unet = DiffusionModelUNet(spatial_dims=2, in_channels=2, out_channels=1, channels=tuple(channels), **kwargs)
+        self.timesteps, self.schedule, self.steps, self.clip, self.seed = int(timesteps), schedule, int(steps), float(clip), int(seed)
+
+    def _scheduler(self, name: str):
+        cls = DDPMScheduler if name == "ddpm" else DDIMScheduler
+        return cls(
+            num_train_timesteps=self.timesteps, schedule=self.schedule,
+            clip_sample=True, clip_sample_min=-self.clip, clip_sample_max=self.clip,
+        )  # fmt: skip
+
+    def training_loss(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The noise-prediction error at uniformly drawn steps (inside ``weights`` only, when given)."""
+        scheduler = self._scheduler("ddpm")
+        noise = torch.randn(y.shape, generator=generator).to(y.device)
+        steps = torch.randint(0, self.timesteps, (len(y),), generator=generator).to(y.device)
+        noisy = scheduler.add_noise(original_samples=y - x, noise=noise, timesteps=steps)
+        error = (self.unet(torch.cat([noisy, x], dim=1), steps) - noise) ** 2
+        return error.mean() if weights is None else (error * weights).sum() / weights.sum()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scheduler = self._scheduler("ddim")
+        scheduler.set_timesteps(num_inference_steps=self.steps)
+        generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        residual = torch.randn(x.shape, generator=generator, device=x.device)
+        for t in scheduler.timesteps:
+            predicted = self.unet(torch.cat([residual, x], dim=1), torch.full((len(x),), int(t), device=x.device))
+            residual, _ = scheduler.step(predicted, t, residual)
+        return x + residual
+
+
+RESTORATION_NETWORKS = {"redcnn": REDCNN, "unet": ResidualUNet, "diffusion": ConditionalDiffusion}
 
 
 def build_restoration_network(spec: dict[str, Any], spatial_dims: int = 2) -> nn.Module:
@@ -69,6 +130,7 @@ def build_restoration_network(spec: dict[str, Any], spatial_dims: int = 2) -> nn
     if name not in RESTORATION_NETWORKS:
         raise ValueError(f"unknown restoration network {name!r}; choose one of {sorted(RESTORATION_NETWORKS)}")
     kwargs = dict(spec.get("kwargs") or {})
-    if isinstance(kwargs.get("features"), list):  # YAML gives lists; BasicUNet wants a sequence
-        kwargs["features"] = tuple(kwargs["features"])
+    for key in ("features", "channels"):  # YAML gives lists; MONAI wants tuples
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
     return RESTORATION_NETWORKS[name](spatial_dims=spatial_dims, **kwargs)

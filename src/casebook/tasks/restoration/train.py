@@ -20,7 +20,7 @@ from casebook.split import fold_split
 from casebook.tasks.restoration.adversarial import Adversary
 from casebook.tasks.restoration.data import SlicePairs, from_network, region_masks, to_network
 from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, region_quality
-from casebook.tasks.restoration.networks import build_restoration_network
+from casebook.tasks.restoration.networks import ConditionalDiffusion, build_restoration_network
 from casebook.tasks.restoration.simulate import load_pairs
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_psnr", "lr", "seconds"]
@@ -66,6 +66,9 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
 
     # pix2pix: a conditional PatchGAN beside the reconstruction loss (train.adversarial)
     adversary = Adversary(tcfg["adversarial"], device) if tcfg.get("adversarial") is not None else None
+    diffusion = isinstance(model, ConditionalDiffusion)
+    if diffusion and adversary is not None:
+        raise ValueError("train.adversarial applies to a network that maps its input to its output, not to the diffusion restorer")
 
     def train_epoch(_epoch: int) -> float:
         model.train()
@@ -73,12 +76,15 @@ def fit(cfg: dict[str, Any], train: SlicePairs, val: SlicePairs, out_dir: str | 
         for idx in torch.randperm(len(inputs), generator=generator).split(batch):
             x, y = inputs[idx].to(device), targets[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
+            w = None if weights is None else weights[idx].to(device)
+            if diffusion:  # the noise-prediction loss; its outputs are samples
+                loss = model.training_loss(x, y, generator, w)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+                continue
             out = model(x)
-            if weights is None:
-                loss = torch.nn.functional.mse_loss(out, y)
-            else:
-                w = weights[idx].to(device)
-                loss = ((out - y) ** 2 * w).sum() / w.sum()
+            loss = torch.nn.functional.mse_loss(out, y) if w is None else ((out - y) ** 2 * w).sum() / w.sum()
             total += loss.item() * len(idx)  # the history's loss: reconstruction, comparable with or without
             if adversary is not None:
                 loss = loss + adversary.generator_loss(x, out)
