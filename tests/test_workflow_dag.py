@@ -38,7 +38,8 @@ def test_default_dag_dry_run(tmp_path):
     assert jobs.get("figure_training") == 21, jobs
     simulations = ("simulate_dose", "simulate_thick_slices", "simulate_contrast", "simulate_missing_region")
     assert [jobs.get(rule) for rule in simulations] == [1] * 4, jobs
-    assert jobs.get("evaluate_restoration") == 4, jobs  # no robustness stage
+    assert jobs.get("evaluate_restoration") == 4, jobs
+    assert jobs.get("downstream_restoration") == 2, jobs  # super-resolution and translation  # no robustness stage
     generation = ("prepare_generation", "train_judge", "sample_generation", "evaluate_generation", "utility_generation")
     assert [jobs.get(rule) for rule in generation] == [1, 1, 2, 1, 1], jobs  # two models sample, one utility study
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline

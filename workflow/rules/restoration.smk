@@ -45,6 +45,11 @@ def restoration_targets(cs):
             f"{model_dir(cs, model, fold)}/metadata.json",
             f"results/{cs}/figures/{model}/fold_{fold}/training_curves.png",
         ]
+    if restoration_settings(cs).get("downstream"):
+        out += [
+            f"results/{cs}/downstream/metrics.json",
+            f"results/{cs}/figures/downstream_dice.png",
+        ]
     return out
 
 
@@ -99,6 +104,14 @@ MISSING_REGION_CS = cs_pattern(
         cs
         for cs in CASESTUDIES
         if task_of(cs) == "restoration" and degradation_of(cs) == "missing_region"
+    ]
+)
+
+DOWNSTREAM_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "restoration" and restoration_settings(cs).get("downstream")
     ]
 )
 

@@ -1,6 +1,7 @@
 # Restoration rules: the degradations (low dose; thick slices; another contrast; a
-# missing region), and the evaluation of every method (the degraded input, tuned
-# classical baselines, each model's first fold) on the test slices.
+# missing region), the evaluation of every method (the degraded input, tuned
+# classical baselines, each model's first fold) on the test slices, and the downstream
+# segmentation of their outputs.
 
 
 rule simulate_dose:
@@ -104,6 +105,7 @@ rule evaluate_restoration:
     output:
         per_image="results/{cs}/evaluation/per_image.tsv",
         metrics="results/{cs}/evaluation/metrics.json",
+        restored="results/{cs}/evaluation/restored.npz",
         provenance="results/{cs}/evaluation/provenance.json",
         panels=report(
             "results/{cs}/figures/restoration_panels.png",
@@ -134,3 +136,38 @@ rule evaluate_restoration:
         seed=lambda wc: cs_seed(wc.cs),
     script:
         "../../../scripts/evaluate_restoration.py"
+
+
+rule downstream_restoration:
+    input:
+        pairs=lambda wc: pairs_of(wc.cs),
+        restored="results/{cs}/evaluation/restored.npz",
+        splits="results/{cs}/split/splits.json",
+        leakage="results/{cs}/split/leakage_check.json",
+    output:
+        model="results/{cs}/downstream/segmenter/model.pt",
+        per_image="results/{cs}/downstream/per_image.tsv",
+        metrics="results/{cs}/downstream/metrics.json",
+        provenance="results/{cs}/downstream/provenance.json",
+        figure=report(
+            "results/{cs}/figures/downstream_dice.png",
+            caption="../../report/downstream_dice.rst",
+            category="{cs}",
+            labels={"figure": "downstream segmentation Dice"},
+        ),
+    log:
+        "logs/{cs}/downstream_restoration.log",
+    benchmark:
+        "results/{cs}/benchmarks/downstream_restoration.tsv"
+    wildcard_constraints:
+        cs=DOWNSTREAM_CS,
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("train"),
+    params:
+        fold=lambda wc: restoration_fold(wc.cs),
+        restoration=lambda wc: restoration_settings(wc.cs),
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+        seed=lambda wc: cs_seed(wc.cs),
+    script:
+        "../../../scripts/downstream_restoration.py"

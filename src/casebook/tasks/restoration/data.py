@@ -1,7 +1,9 @@
 """Training and test pairs of a restoration study: 2D slices, each degraded at every
 level of the study (a dose, :mod:`.dose`; a slice-thickness factor, :mod:`.thick_slices`;
-a source channel, :mod:`.translation`; a hole size, :mod:`.inpainting`) beside its reference, with the patient kept so that splits and bootstrap CIs work on
-patients."""
+a source channel, :mod:`.translation`; a hole size, :mod:`.inpainting`) beside its
+reference and, where the images have label maps, the reference's label slice (for the
+downstream segmentation), with the patient kept so that splits and bootstrap CIs work
+on patients."""
 
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class SlicePairs:
     #: per pair, the box (row, column, height, width) of a missing region, where the
     #: degradation removed one: the methods are scored inside it
     region: np.ndarray | None = None
+    #: per pair, the label map's slice on the reference's grid, where the images have one
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.noisy)
@@ -57,7 +61,8 @@ class SlicePairs:
         keep = np.isclose(self.level, level)
         ids = None if self.image_id is None else self.image_id[keep]
         region = None if self.region is None else self.region[keep]
-        return SlicePairs(self.noisy[keep], self.reference[keep], self.level[keep], self.patient[keep], ids, region)
+        mask = None if self.mask is None else self.mask[keep]
+        return SlicePairs(self.noisy[keep], self.reference[keep], self.level[keep], self.patient[keep], ids, region, mask)
 
 
 def simulate_pairs(

@@ -45,13 +45,18 @@ def restored_by_method(
     return out
 
 
+def restored_key(method: str, level: float) -> str:
+    """How ``restored.npz`` names one method's test outputs at one level."""
+    return f"{method}@{level:g}"
+
+
 def paste_outside(restored: np.ndarray, known: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """``restored`` inside each image's region (row, column, height, width) and ``known``
     outside it: an inpainting method is asked for the missing pixels only."""
     return np.where(region_masks(regions, np.shape(known)[1:]), restored, known)
 
 
-def _mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float]:
+def mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float]:
     ci = bootstrap_ci(values, values, patients, lambda _l, v: {"mean": float(np.mean(v))}, n_boot=n_boot, level=level, seed=seed)["mean"]
     return {"mean": float(np.mean(values)), "ci_low": ci[0], "ci_high": ci[1]}
 
@@ -74,7 +79,7 @@ def summarize(
         wide = {m: rows[rows["method"] == m].sort_values("slice") for m in rows["method"].unique()}
         patients = wide[input_label]["patient_id"].to_numpy()
         present = [k for k in METRICS if k in rows.columns]  # MS-SSIM needs images large enough
-        methods = {m: {k: _mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in present} for m, w in wide.items()}
+        methods = {m: {k: mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in present} for m, w in wide.items()}
         best_baseline = best_baselines.get(at)
         comparisons = {}
         for model in models:
@@ -118,7 +123,7 @@ def evaluate_stage(
         for (name, cfg), path in zip(models.items(), inputs["models"])
     }
     score = lambda restored, reference: image_quality(restored, reference, window, ms_ssim=False)["psnr"]  # noqa: E731
-    rows, examples, example_regions, tuned, best = [], {}, {}, {}, {}
+    rows, examples, example_regions, tuned, best, restored_all = [], {}, {}, {}, {}, {}
     for level in sorted(set(test.level.tolist())):
         at, at_val = test.at_level(level), val.at_level(level)
         fits = {b: tune(b, at_val.noisy, at_val.reference, score) for b in settings.get("baselines", list(BASELINES))}
@@ -146,8 +151,12 @@ def evaluate_stage(
                 for i, p in enumerate(at.patient)
             ]
         examples[level] = {"reference": at.reference[0], **{m: r[0] for m, r in outputs_by_method.items()}}
+        restored_all.update({restored_key(m, level): r.astype(np.float32) for m, r in outputs_by_method.items()})
         example_regions[level] = None if at.region is None else tuple(int(v) for v in at.region[0])
     table = pd.DataFrame(rows)
+    with atomic_path(outputs["restored"]) as tmp:
+        with open(tmp, "wb") as handle:  # for the downstream segmentation
+            np.savez_compressed(handle, **restored_all)
     with atomic_path(outputs["per_image"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     metrics = summarize(
@@ -175,7 +184,7 @@ def evaluate_stage(
         outputs["provenance"],
         rule="evaluate_restoration",
         inputs=[inputs["pairs"], inputs["splits"], *inputs["models"]],
-        outputs=[outputs["per_image"], outputs["metrics"], outputs["panels"], outputs["curves"]],
+        outputs=[outputs["per_image"], outputs["metrics"], outputs["restored"], outputs["panels"], outputs["curves"]],
         params={"restoration": settings, "models": models, "fold": fold},
         seed=seed,
         started=started,

@@ -1,5 +1,6 @@
-"""Figures of the restoration family: example panels with difference maps, and the
-metrics against the degradation's level (dose, slice factor) with their CIs."""
+"""Figures of the restoration family: example panels with difference maps, the metrics
+against the degradation's level (dose, slice factor) with their CIs, and the downstream
+segmentation's Dice per method."""
 
 from __future__ import annotations
 
@@ -78,5 +79,33 @@ def plot_metric_vs_level(metrics: dict[str, Any], kind: Degradation, title: str,
         ax.set_ylabel(LABELS[metric])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title} ({int(metrics['ci_level'] * 100)}% CI, {metrics['ci_method']})", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_downstream(metrics: dict[str, Any], kind: Degradation, title: str, path: str | Path) -> None:
+    """The downstream segmentation's mean Dice per method, one panel per level, with
+    bootstrap CIs and, above each bar, its paired difference from the degraded input;
+    the reference's Dice (the ceiling) dashed."""
+    levels = sorted(metrics["levels"], key=float)
+    fig, axes = plt.subplots(1, len(levels), figsize=(max(4.5, 1.4 * len(metrics["levels"][levels[0]]["methods"])) * len(levels), 3.8),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for ax, level in zip(axes[0], levels):
+        methods = {m: s for m, s in metrics["levels"][level]["methods"].items() if m != "reference"}
+        means = np.array([s["mean"] for s in methods.values()])
+        err = np.array([[s["mean"] - s["ci_low"] for s in methods.values()], [s["ci_high"] - s["mean"] for s in methods.values()]])
+        ax.bar(range(len(methods)), means, yerr=err, capsize=3, color="tab:blue", alpha=0.8)
+        for x, method in enumerate(methods):
+            diff = metrics["levels"][level]["minus_input"].get(method)
+            if diff is not None:
+                text = f"{diff['difference']:+.3f}\n({diff['ci_low']:+.3f} to {diff['ci_high']:+.3f})"
+                ax.text(x, 0.03, text, ha="center", va="bottom", fontsize=6.5, color="white")
+        ceiling = metrics["levels"][level]["methods"]["reference"]
+        ax.axhline(ceiling["mean"], color="black", ls="--", lw=1)
+        ax.set_xticks(range(len(methods)), list(methods), rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("Dice of the downstream segmentation")
+        ax.set_title(f"{kind.describe(float(level))}; dashed: the reference, {ceiling['mean']:.3f}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{title} ({int(metrics['ci_level'] * 100)}% CI, {metrics['ci_method']})", fontsize=9)
     save_figure(fig, path)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from casebook import provenance
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, publish_pairs
+from casebook.tasks.restoration.simulate import SliceError, label_slices, publish_pairs, with_masks
 
 
 def axial_slices(path: Path, image_id: str, n: int, channel: int) -> list[np.ndarray]:
@@ -91,11 +91,12 @@ def missing_region_stage(data_dir: str, settings: dict[str, Any], seed: int, out
     """The simulate_missing_region rule: read the volumes, cut and fill, write the pairs."""
     started, code = provenance.now(), provenance.code_state()
     manifest = read_manifest(Path(data_dir) / "manifest.tsv")
-    slices = []
+    slices, masks = [], []
     for row in manifest.itertuples():
         images = axial_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]), int(settings.get("channel", 0)))
         slices += [(row.patient_id, row.image_id, s) for s in images]
-    pairs = missing_region_pairs(slices, [int(h) for h in settings["holes"]], seed)
+        masks += label_slices(data_dir, row, "axial", len(images)) or [None] * len(images)
+    pairs = with_masks(missing_region_pairs(slices, [int(h) for h in settings["holes"]], seed), masks, len(settings["holes"]))
     return publish_pairs(
         pairs, outputs, rule="simulate_missing_region", inputs=[data_dir], settings=settings,
         seed=seed, started=started, code=code, wildcards=wildcards,

@@ -43,14 +43,16 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
     """Read the ingested volumes, simulate, write ``outputs['pairs']`` and its record."""
     started, code = provenance.now(), provenance.code_state()
     manifest = read_manifest(Path(data_dir) / "manifest.tsv")
-    slices, image_ids = [], []
+    slices, image_ids, masks = [], [], []
     for row in manifest.itertuples():
         hus, spacing = central_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]))
         slices += [(row.patient_id, hu, spacing) for hu in hus]
         image_ids += [row.image_id] * len(hus)
+        masks += label_slices(data_dir, row, "axial", len(hus)) or [None] * len(hus)
     scanner = Scanner(n_angles=int(settings["n_angles"]), photons=float(settings["photons"]))
     pairs = simulate_pairs(slices, [float(d) for d in settings["doses"]], scanner, seed=seed, progress=True)
     pairs.image_id = np.repeat(np.asarray(image_ids), len(settings["doses"]))
+    with_masks(pairs, masks, len(settings["doses"]))
     return publish_pairs(
         pairs,
         outputs,
@@ -64,6 +66,26 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
     )
 
 
+def label_slices(data_dir: str | Path, row: Any, plane: str, n: int) -> list[np.ndarray] | None:
+    """The ``n`` central axial (or coronal) slices of a manifest row's label map, taken
+    as its image's are; None when the row has no label map."""
+    mask = getattr(row, "mask", None)
+    if not isinstance(mask, str) or not mask:
+        return None
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(data_dir) / mask)))  # z, y, x
+    axis = {"axial": 0, "coronal": 1}[plane]
+    first = (array.shape[axis] - n) // 2
+    return [np.take(array, i, axis=axis).astype(np.uint8) for i in range(first, first + n)]
+
+
+def with_masks(pairs: SlicePairs, masks: list[np.ndarray | None], per_slice: int) -> SlicePairs:
+    """``pairs`` (each slice's ``per_slice`` pairs in a row) with each slice's label map,
+    when every slice has one."""
+    if masks and all(m is not None for m in masks):
+        pairs.mask = np.repeat(np.stack(masks), per_slice, axis=0)
+    return pairs
+
+
 def publish_pairs(
     pairs: SlicePairs, outputs: dict[str, str], *, rule: str, inputs: list[str], settings: dict[str, Any], **record: Any
 ) -> SlicePairs:
@@ -71,6 +93,8 @@ def publish_pairs(
     patients and image ids, and the missing regions where there are any) and the rule's
     record (``record``: seed, started, code, wildcards)."""
     regions = {} if pairs.region is None else {"region": pairs.region}
+    if pairs.mask is not None:
+        regions["mask"] = pairs.mask.astype(np.uint8)
     with atomic_path(outputs["pairs"]) as tmp:
         with open(tmp, "wb") as handle:  # np.savez would add '.npz' to a path without it
             np.savez_compressed(
@@ -94,4 +118,5 @@ def load_pairs(path: str | Path, image_ids=None) -> SlicePairs:
             data["patient"][keep],
             data["image_id"][keep],
             data["region"][keep] if "region" in data else None,
+            data["mask"][keep] if "mask" in data else None,
         )

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from casebook import provenance
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, publish_pairs
+from casebook.tasks.restoration.simulate import SliceError, label_slices, publish_pairs, with_masks
 
 
 def coronal_slices(path: Path, image_id: str, n: int, channel: int) -> tuple[list[np.ndarray], tuple[float, float]]:
@@ -80,11 +80,12 @@ def thick_slice_stage(data_dir: str, settings: dict[str, Any], seed: int, output
     """The simulate_thick_slices rule: read the volumes, simulate, write the pairs."""
     started, code = provenance.now(), provenance.code_state()
     manifest = read_manifest(Path(data_dir) / "manifest.tsv")
-    slices = []
+    slices, masks = [], []
     for row in manifest.itertuples():
         thin, spacing = coronal_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]), int(settings.get("channel", 0)))
         slices += [(row.patient_id, row.image_id, s, spacing) for s in thin]
-    pairs = thick_slice_pairs(slices, [int(f) for f in settings["factors"]])
+        masks += label_slices(data_dir, row, "coronal", len(thin)) or [None] * len(thin)
+    pairs = with_masks(thick_slice_pairs(slices, [int(f) for f in settings["factors"]]), masks, len(settings["factors"]))
     return publish_pairs(
         pairs, outputs, rule="simulate_thick_slices", inputs=[data_dir], settings=settings,
         seed=seed, started=started, code=code, wildcards=wildcards,

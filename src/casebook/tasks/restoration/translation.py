@@ -17,7 +17,7 @@ from casebook import provenance
 from casebook.fileio import read_json
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, publish_pairs
+from casebook.tasks.restoration.simulate import SliceError, label_slices, publish_pairs, with_masks
 
 
 def channel_slices(path: Path, image_id: str, n: int, source: int, target: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -55,10 +55,12 @@ def contrast_stage(data_dir: str, splits: str, settings: dict[str, Any], seed: i
     manifest = read_manifest(Path(data_dir) / "manifest.tsv")
     test = set(read_json(splits)["test"])
     source, target = int(settings["source_channel"]), int(settings["channel"])
+    n = int(settings["slices"])
     slices = {
-        row.image_id: (row.patient_id, channel_slices(Path(data_dir) / row.image, row.image_id, int(settings["slices"]), source, target))
+        row.image_id: (row.patient_id, channel_slices(Path(data_dir) / row.image, row.image_id, n, source, target))
         for row in manifest.itertuples()
     }
+    masks = [m for row in manifest.itertuples() for m in (label_slices(data_dir, row, "axial", n) or [None] * n)]
     development = [t for image_id, (_, pairs) in slices.items() if image_id not in test for _, t in pairs]
     if not development:
         raise SliceError(f"{splits}: every image is in the test split; the histogram reference needs development images")
@@ -71,6 +73,7 @@ def contrast_stage(data_dir: str, splits: str, settings: dict[str, Any], seed: i
             patients.append(patient)
             ids.append(image_id)
     pairs = SlicePairs(np.asarray(noisy), np.asarray(targets), np.full(len(noisy), float(source)), np.asarray(patients), np.asarray(ids))
+    with_masks(pairs, masks, 1)
     return publish_pairs(
         pairs, outputs, rule="simulate_contrast", inputs=[data_dir, splits], settings=settings,
         seed=seed, started=started, code=code, wildcards=wildcards,
