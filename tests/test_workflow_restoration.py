@@ -145,6 +145,7 @@ def mri_run(tmp_path_factory):
         cs["models"]["pix2pix"]["network"]["kwargs"] = cs["models"]["unet"]["network"]["kwargs"]
 
     edit_yaml(workdir / TRANSLATION, translation)
+
     def inpainting(cs):
         _tiny_brain(cs)
         cs["restoration"].update(holes=[6, 12])
