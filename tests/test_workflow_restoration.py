@@ -200,6 +200,9 @@ def test_translation_is_scored_against_histogram_matching_with_and_without_a_dis
     downstream = json.loads((results / "downstream/metrics.json").read_text())
     (scores,) = downstream["levels"].values()
     assert set(scores["methods"]) == {"reference", "histogram-matched source", "unet", "pix2pix"}
+    # a Fréchet distance per method, named for the features it is computed on
+    assert downstream["fd_label"] == "FD (casebook downstream-segmenter features)"
+    assert set(scores["fd"]) == set(scores["methods"]) and all(v >= 0 for v in scores["fd"].values())
     # the histogram reference comes from development patients: test slices are in the pairs
     # but no test image shaped it (checked by the unit tests); here, every test image is scored
     table = pd.read_csv(results / "evaluation/per_image.tsv", sep="\t")

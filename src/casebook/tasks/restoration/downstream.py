@@ -6,7 +6,14 @@ patients, the best epoch by validation Dice. It then segments every test slice a
 method left it (the degraded input, the baselines, the models) and as the reference
 itself. Dice per slice (MONAI's, a region empty in both truth and prediction scoring 1);
 per level and method, the mean with a bootstrap CI over patients, and each method's
-paired difference against the degraded input; the reference's Dice is the ceiling."""
+paired difference against the degraded input; the reference's Dice is the ceiling.
+
+The same segmenter's features also give each method a Fréchet distance: its test
+outputs against the training patients' reference slices, in the segmenter's pooled
+second-level features (32 numbers a slice at the default width, few enough for the
+covariance of a few dozen slices), beside the test references' own distance, the floor.
+It is named for those features, "FD (casebook downstream-segmenter features)", never FID
+(which needs Inception features)."""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.losses import DiceCELoss
-from monai.metrics import compute_dice
+from monai.metrics import FIDMetric, compute_dice
 from monai.networks.nets import BasicUNet
 
 from casebook import provenance
@@ -36,6 +43,8 @@ from casebook.tasks.restoration.simulate import load_pairs
 #: the stage's defaults (``restoration.downstream`` overrides them)
 DOWNSTREAM: dict[str, Any] = {"labels": [1, 2, 4], "epochs": 20, "batch_size": 8, "lr": 0.002, "features": [16, 16, 32, 64, 128, 16]}
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds"]
+#: how every table and figure names the distance
+FD_LABEL = "FD (casebook downstream-segmenter features)"
 REFERENCE = "reference"
 
 
@@ -66,6 +75,32 @@ def segment(model: torch.nn.Module, images: np.ndarray, window, batch_size: int 
     device = next(model.parameters()).device
     out = [model(_inputs(images[i : i + batch_size], window).to(device)).cpu().numpy()[:, 0] > 0 for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros(images.shape, bool)
+
+
+@torch.no_grad()
+def embed(model: BasicUNet, images: np.ndarray, window, batch_size: int = 16) -> torch.Tensor:
+    """The segmenter's second-level encoder features of each slice, averaged over the slice."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = _inputs(images[i : i + batch_size], window).to(device)
+        out.append(model.down_2(model.down_1(model.conv_0(x))).mean(dim=(2, 3)).cpu())
+    return torch.cat(out).double()
+
+
+def frechet_distances(
+    model, train_reference: np.ndarray, test: SlicePairs, restored: dict[str, np.ndarray], window, input_label: str
+) -> dict:
+    """Per level: each method's and the test references' Fréchet distance to the training
+    references, in :func:`embed`'s features."""
+    fid, real = FIDMetric(), embed(model, train_reference, window)
+    out = {}
+    for level in sorted(set(test.level.tolist())):
+        at = test.at_level(level)
+        methods = {REFERENCE: at.reference, **{m: restored[restored_key(m, level)] for m in _methods_at(restored, level, input_label)}}
+        out[f"{level:g}"] = {m: float(fid(embed(model, images, window), real)) for m, images in methods.items()}
+    return out
 
 
 def fit_segmenter(
@@ -202,13 +237,18 @@ def downstream_stage(
     )  # fmt: skip
     with np.load(restored) as data:
         outputs_by_method = {k: data[k].astype(np.float64) for k in data.files}
-    table = score_methods(model, load_pairs(pairs, split["test"]), outputs_by_method, window, labels, kind.input_label)
+    test = load_pairs(pairs, split["test"])
+    table = score_methods(model, test, outputs_by_method, window, labels, kind.input_label)
     with atomic_path(outputs["per_image"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     metrics = summarize(
         table, kind.input_label, n_boot=int(settings.get("n_bootstrap", 1000)), level=float(settings.get("ci_level", 0.95)), seed=seed
     )
+    for level, distances in frechet_distances(model, train.reference, test, outputs_by_method, window, kind.input_label).items():
+        metrics["levels"][level]["fd"] = distances
     metrics.update(
+        fd_label=FD_LABEL,
+        fd_reference="the training patients' reference slices; 'reference': the test references, the floor",
         labels=labels,
         segmenter={"network": "BasicUNet", **{k: cfg[k] for k in ("features", "epochs", "lr")}, **summary},
         input_method=kind.input_label,
