@@ -50,8 +50,8 @@ def fit(
     vx, vy = _tensors(val)
     extra, latent = {}, {}
     if isinstance(model, LatentDiffusion):  # first the VAE, then diffusion on its latents
-        latent = _fit_first_stage(model, cfg, x, vx, out_dir, batch=batch, seed=seed, resume_key=resume_key, device=device)
-        x, vx = _encode(model, x, batch, device), _encode(model, vx, batch, device)
+        latent, x = _fit_first_stage(model, cfg, x, vx, out_dir, batch=batch, seed=seed, resume_key=resume_key, device=device)
+        vx = _encode(model, vx, batch, device)
         extra = {"latent_scale": latent["scale"]}
     optimizer = make_optimizer(model.unet.parameters() if latent else model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(seed)
@@ -106,17 +106,20 @@ def _fit_first_stage(
     seed: int,
     resume_key: str,
     device,
-) -> dict[str, Any]:
-    """Train the latent model's autoencoder, freeze it and set its latent scale."""
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Train the latent model's autoencoder, freeze it and set its latent scale and
+    clip; return its summary and the training images' scaled latents."""
     summary = fit_autoencoder(
         model.autoencoder, cfg["network"].get("autoencoder") or {}, x, vx, out_dir / "autoencoder",
         batch_size=batch, seed=seed, resume_key=resume_key, device=device,
     )  # fmt: skip
     model.autoencoder.requires_grad_(False)
     model.scale.fill_(1.0)
-    model.scale.fill_(latent_scale(_encode(model, x, batch, device)))
-    model.clip.fill_(float(_encode(model, x, batch, device).abs().max()))
-    return {**summary, "scale": float(model.scale), "clip": float(model.clip), "shape": list(model.latent_shape(int(x.shape[-1])))}
+    latents = _encode(model, x, batch, device)
+    model.scale.fill_(latent_scale(latents))
+    latents = latents * model.scale.cpu()
+    model.clip.fill_(float(latents.abs().max()))
+    return {**summary, "scale": float(model.scale), "clip": float(model.clip), "shape": list(model.latent_shape(int(x.shape[-1])))}, latents
 
 
 def _encode(model: LatentDiffusion, images: torch.Tensor, batch: int, device) -> torch.Tensor:

@@ -11,26 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 from skimage.restoration import inpaint_biharmonic
 from tqdm.auto import tqdm
 
 from casebook import provenance
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, label_slices, publish_pairs, with_masks
+from casebook.tasks.restoration.simulate import SliceError, channel_volume, label_slices, publish_pairs, with_masks
 
 
 def axial_slices(path: Path, image_id: str, n: int, channel: int) -> list[np.ndarray]:
     """The ``n`` central axial slices of one channel of a 3D image; an error naming the
     image when it has no such channel or too few slices."""
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float64)  # z, y, x (, channel)
-    if array.ndim == 4:
-        if not 0 <= channel < array.shape[3]:
-            raise SliceError(f"{image_id} ({path}): no channel {channel} (restoration.channel); the image has {array.shape[3]}")
-        array = array[..., channel]
-    if array.ndim != 3:
-        raise SliceError(f"{image_id} ({path}): inpainting axial slices needs a 3D image, got shape {array.shape}")
+    array = channel_volume(path, image_id, channel, "inpainting axial slices")
     if array.shape[0] < n:
         raise SliceError(f"{image_id} ({path}): {array.shape[0]} axial slices, fewer than the {n} asked for (restoration.slices)")
     first = (array.shape[0] - n) // 2

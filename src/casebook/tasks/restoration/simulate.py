@@ -66,6 +66,19 @@ def simulate_stage(data_dir: str, settings: dict[str, Any], seed: int, outputs: 
     )
 
 
+def channel_volume(path: Path, image_id: str, channel: int, purpose: str) -> np.ndarray:
+    """One channel of a (possibly multi-channel) 3D image, z, y, x; an error naming the
+    image when it has no such channel or is not 3D (``purpose``: what needs it)."""
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float64)  # z, y, x (, channel)
+    if array.ndim == 4:
+        if not 0 <= channel < array.shape[3]:
+            raise SliceError(f"{image_id} ({path}): no channel {channel} (restoration.channel); the image has {array.shape[3]}")
+        array = array[..., channel]
+    if array.ndim != 3:
+        raise SliceError(f"{image_id} ({path}): {purpose} needs a 3D image, got shape {array.shape}")
+    return array
+
+
 def label_slices(data_dir: str | Path, row: Any, plane: str, n: int) -> list[np.ndarray] | None:
     """The ``n`` central axial (or coronal) slices of a manifest row's label map, taken
     as its image's are; None when the row has no label map."""

@@ -16,25 +16,21 @@ from tqdm.auto import tqdm
 from casebook import provenance
 from casebook.layout import read_manifest
 from casebook.tasks.restoration.data import SlicePairs
-from casebook.tasks.restoration.simulate import SliceError, label_slices, publish_pairs, with_masks
+from casebook.tasks.restoration.simulate import SliceError, channel_volume, label_slices, publish_pairs, with_masks
 
 
 def coronal_slices(path: Path, image_id: str, n: int, channel: int) -> tuple[list[np.ndarray], tuple[float, float]]:
     """The ``n`` central coronal slices (z, x) of one channel of a 3D image, and their
     pixel spacing (x, z in mm); an error naming the image when it has no such channel or
     too few coronal rows."""
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float64)  # z, y, x (, channel)
-    if array.ndim == 4:
-        if not 0 <= channel < array.shape[3]:
-            raise SliceError(f"{image_id} ({path}): no channel {channel} (restoration.channel); the image has {array.shape[3]}")
-        array = array[..., channel]
-    if array.ndim != 3:
-        raise SliceError(f"{image_id} ({path}): super-resolution along the slice axis needs a 3D image, got shape {array.shape}")
+    array = channel_volume(path, image_id, channel, "super-resolution along the slice axis")
     if array.shape[1] < n:
         raise SliceError(f"{image_id} ({path}): {array.shape[1]} coronal rows, fewer than the {n} slices asked for (restoration.slices)")
     first = (array.shape[1] - n) // 2
-    spacing = image.GetSpacing()
+    reader = sitk.ImageFileReader()  # the header only: the pixels are read above
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    spacing = reader.GetSpacing()
     return [array[:, y, :] for y in range(first, first + n)], (float(spacing[0]), float(spacing[2]))
 
 
