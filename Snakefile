@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/federated.smk"
 include: "workflow/rules/robustness.smk"
 include: "workflow/rules/figures.smk"
 

@@ -67,6 +67,7 @@ def without_segmentation(repo: Path) -> None:
         "results/mri_translation",
         "results/mri_inpainting",
         "results/cxr_synthesis",
+        "results/cxr_federated",
     )
 
     def drop(dvc_yaml):

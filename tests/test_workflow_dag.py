@@ -13,13 +13,14 @@ pytestmark = pytest.mark.integration
 def test_default_dag_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(snakemake(workdir, "--dry-run").stdout)
-    # nine case studies: two classifications with three models (two for the chest X-rays,
+    # ten case studies: two classifications with three models (two for the chest X-rays,
     # one for the nodules), two segmentations with two models each, four restorations
     # (low dose, thick slices, contrast, missing region) with two each, one generation with
-    # two (diffusion on pixels and on latents)
+    # two (diffusion on pixels and on latents), one federated classification
     for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
-        assert jobs.get(rule) == 9, (rule, jobs)
-    for rule in ("preprocess", "summarize", "preprocess_seg", "summarize_seg"):
+        assert jobs.get(rule) == 10, (rule, jobs)
+    assert jobs.get("preprocess") == 3, jobs  # the federated study's classification cache too
+    for rule in ("summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
     # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
     # (7 classification fold models); the shared train rule also trains the 4 segmentation
@@ -42,6 +43,9 @@ def test_default_dag_dry_run(tmp_path):
     assert jobs.get("downstream_restoration") == 2, jobs  # super-resolution and translation  # no robustness stage
     generation = ("prepare_generation", "train_judge", "sample_generation", "evaluate_generation", "utility_generation")
     assert [jobs.get(rule) for rule in generation] == [1, 1, 2, 1, 1], jobs  # two models sample, one utility study
+    # federated: pooled, three sites alone, FedAvg, FedProx, FedAdam and a private FedAvg;
+    # none of the classification family's usual rules
+    assert [jobs.get(r) for r in ("federated_sites", "train_federated", "evaluate_federated")] == [1, 8, 1], jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
@@ -67,7 +71,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     workdir = copy_workflow(tmp_path)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
-    assert out.count("Group job qc") == 18  # per case study: geometry + fingerprint, split + leakage check
+    assert out.count("Group job qc") == 20  # per case study: geometry + fingerprint, split + leakage check
     # one per trained classification fold model (7): evaluation, with explanation and
     # robustness sweep for each model's first fold; and one per segmentation model (4): its
     # robustness sweep (the shared robustness rule's group)

@@ -438,6 +438,8 @@ def casestudy_targets(cs):
         f"results/{cs}/qc/plan.json",
         f"results/{cs}/figures/fingerprint.png",
     ]
+    if is_federated(cs):  # its arms replace the family's usual models (federated.smk)
+        return data + federated_targets(cs)
     return data + family_hook(cs, "targets")(cs)
 
 

@@ -33,17 +33,14 @@ processes is close to, not the same as, a one-process run (see tests/test_distri
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import pickle
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import warnings
@@ -56,6 +53,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+
+from casebook.engine.processes import Child, exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +231,8 @@ def launch(
             "WORLD_SIZE": str(processes),
             "LOCAL_WORLD_SIZE": str(processes),
             "OMP_NUM_THREADS": str(threads),
-            "PYTHONUNBUFFERED": "1",
-            "CASEBOOK_LAUNCHER_PID": str(os.getpid()),
         }
-        workers = [_Worker(rank, job, env) for rank in range(processes)]
+        workers = [_worker(rank, job, env) for rank in range(processes)]
         try:
             failed = _wait(workers, timeout)
         finally:
@@ -247,42 +244,16 @@ def launch(
             return pickle.load(fh)
 
 
-class _Worker:
-    """One worker process; a thread copies its output to our stderr, keeping the tail."""
-
-    def __init__(self, rank: int, job: Path, env: dict[str, str]):
-        self.rank = rank
-        self.tail: collections.deque[str] = collections.deque(maxlen=40)
-        env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "casebook.engine.distributed", str(job)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.sink = sys.stderr
-        self.copier = threading.Thread(target=self._copy, daemon=True)
-        self.copier.start()
-
-    def _copy(self) -> None:
-        for raw in iter(self.proc.stdout.readline, b""):
-            line = raw.decode(errors="replace")
-            self.tail.append(line)
-            try:
-                self.sink.write(f"[rank {self.rank}] {line}")
-                self.sink.flush()
-            except (ValueError, OSError):  # our stderr was closed meanwhile
-                pass
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.copier.join(10)
+def _worker(rank: int, job: Path, env: dict[str, str]) -> Child:
+    """One rank's process (``Child.rank`` is its rank)."""
+    child = Child(
+        f"rank {rank}", "casebook.engine.distributed", [str(job)], {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0"}
+    )
+    child.rank = rank
+    return child
 
 
-def _wait(workers: list[_Worker], timeout: float | None) -> bool:
+def _wait(workers: list[Child], timeout: float | None) -> bool:
     """Wait until all workers exit (False) or one fails (True)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -296,7 +267,7 @@ def _wait(workers: list[_Worker], timeout: float | None) -> bool:
         time.sleep(0.05)
 
 
-def _failure_message(workers: list[_Worker], tmp: Path) -> str:
+def _failure_message(workers: list[Child], tmp: Path) -> str:
     """The first error a worker recorded (others often fail only because it did)."""
     errors = []
     for w in workers:
@@ -313,23 +284,6 @@ def _failure_message(workers: list[_Worker], tmp: Path) -> str:
     return f"training process {w.rank} of {len(workers)} {how}; its last output:\n" + "".join(w.tail)
 
 
-def _exit_with_parent(every: float = 1.0) -> None:
-    """End this worker if its launcher dies (killed without the chance to stop it).
-
-    The launcher's pid comes from the environment: a launcher that died before this
-    worker started would otherwise leave it watching its new parent (init) forever."""
-    parent = int(os.environ.get("CASEBOOK_LAUNCHER_PID") or os.getppid())
-    if os.getppid() != parent:  # the launcher is already gone
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> None:
     """A worker: ``python -m casebook.engine.distributed JOB`` (under :func:`launch` or torchrun)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -337,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m casebook.engine.distributed JOB  (a file written by casebook.engine.distributed.write_job)")
     job = Path(argv[0])
     rank = int(os.environ.get("RANK", "0"))
-    _exit_with_parent()
+    exit_with_parent()
     with open(job, "rb") as fh:
         fn, args, kwargs, level = pickle.load(fh)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")

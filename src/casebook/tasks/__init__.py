@@ -72,6 +72,7 @@ TASKS: dict[str, TaskFamily] = {
             selection_label="AUC",
             loss_label="cross-entropy",
             image_labels=True,
+            stages=("train", "robustness", "train_federated", "evaluate_federated"),
         ),
         TaskFamily(
             name="segmentation",

@@ -40,3 +40,24 @@ def robustness(job: Job) -> None:
         title=f"{job.params['title']}: {job.wildcards['model']}",
         wildcards=job.wildcards,
     )
+
+
+def train_federated(job: Job) -> dict[str, Any]:
+    from casebook.tasks.classification.federated_arms import train_stage
+
+    return train_stage(
+        job.model_config(),
+        job.params["federated"],
+        job.wildcards["arm"],
+        inputs=job.input,
+        outputs=job.output,
+        class_names=job.params["family"]["class_names"],
+        wildcards=job.wildcards,
+        threads=job.threads,
+    )
+
+
+def evaluate_federated(job: Job) -> None:
+    from casebook.tasks.classification.federated_arms import evaluate_stage
+
+    evaluate_stage(job)
