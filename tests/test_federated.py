@@ -198,3 +198,17 @@ def test_client_side_privacy_clips_every_update(tmp_path):
 def test_min_clients_must_fit_the_sites(tmp_path):
     with pytest.raises(ValueError, match="between 1 and the 2 sites"):
         run(tmp_path, {"a": {"seed": 1}, "b": {"seed": 2}}, min_clients=3)
+
+
+def test_a_dirichlet_split_needs_no_site_column(tmp_path):
+    rows = [(f"i{k}", f"p{k}", k % 2, "A") for k in range(40)]
+    m = manifest(rows).drop(columns="site")
+    m.to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    splits = {
+        "test": [f"i{k}" for k in range(30, 40)],
+        "folds": [{"train": [f"i{k}" for k in range(24)], "val": [f"i{k}" for k in range(24, 30)]}],
+    }
+    doc = sites_stage(tmp_path / "manifest.tsv", splits, {"dirichlet": {"sites": 2, "alpha": 100.0}}, seed=1)
+    assert set(doc["sites"]) == {"site_1", "site_2"} and "Dirichlet" in doc["method"]
+    patients = [p for s in doc["sites"].values() for part in s.values() for p in part]
+    assert sorted(patients) == sorted(f"p{k}" for k in range(40))  # every patient, once

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import copy_workflow, edit_yaml, snakemake
+from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,12 @@ def test_the_global_models_record_names_every_sites_data_and_the_rounds(federate
 def test_a_rerun_does_nothing(federated_run):
     done = snakemake(federated_run, "--dry-run")
     assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_a_new_arm_trains_that_arm_alone(federated_run):
+    override = "overrides={'cxr_federated': {'federated': {'strategies': {'fedprox': {'name': 'fedprox', 'mu': 0.1}}}}}"
+    jobs = planned_jobs(snakemake(federated_run, "--dry-run", "--config", override).stdout)
+    assert jobs == {"train_federated": 1, "evaluate_federated": 1, "all": 1}, jobs
 
 
 def test_a_site_the_manifest_lacks_is_refused_naming_it(federated_run):

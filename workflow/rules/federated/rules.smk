@@ -43,7 +43,7 @@ rule train_federated:
     params:
         task=lambda wc: task_of(wc.cs),
         model=lambda wc: model_config(wc.cs, federated_settings(wc.cs)["model"]),
-        federated=lambda wc: federated_train_settings(wc.cs),
+        federated=lambda wc: federated_train_settings(wc.cs, wc.arm),
         family=family_params("train"),
     script:
         "../../../scripts/train_federated.py"

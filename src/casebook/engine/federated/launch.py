@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +58,7 @@ def federate(
     threads: int = 1,
     timeout: float | None = None,
     round_timeout: float | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Train by federation; return the server's result (final weights, per-round history).
 
@@ -87,11 +89,12 @@ def federate(
         "factory": factory,
         "sites": sites,
         "log_level": level,
+        "seed": seed,
     }
     job_path = work_dir / "job.pkl"
     job_path.write_bytes(pickle.dumps(job))
     (work_dir / RESULT).unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in __import__("sys").path if p), "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": str(threads)}
     started: list[Child] = []
     try:
         server = _start_server(job_path, env, address, started)

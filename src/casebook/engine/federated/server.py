@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # offline, and nothing leaves the machine
 
 import flwr  # noqa: E402
+import numpy as np  # noqa: E402
 
 from casebook.engine.federated.strategy import Checkpointed, WaitForAll, build_strategy  # noqa: E402
 from casebook.engine.processes import exit_with_parent  # noqa: E402
@@ -29,10 +31,13 @@ RESULT = "result.pkl"
 
 def serve(job: dict[str, Any], out: Path) -> dict[str, Any]:
     """Run (or finish) the federation described by ``job``; return and write its result."""
+    # Flower draws the DP noise and the sampled clients from the global random streams
+    random.seed(job.get("seed", 0))
+    np.random.seed(job.get("seed", 0))
     spec = job["strategy"]
     inner = build_strategy(spec, job["initial"], n_sites=job["n_sites"], min_clients=job["min_clients"], local_epochs=job["local_epochs"])
     strategy = Checkpointed(inner, job["initial"], Path(job["checkpoint"]), job["resume_key"], Path(job["rounds_dir"]))
-    done = strategy.resume()
+    done = strategy.resume(int(job["rounds"]))
     remaining = int(job["rounds"]) - done
     if remaining > 0:
         flwr.server.start_server(

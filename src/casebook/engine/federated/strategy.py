@@ -70,8 +70,11 @@ def build_strategy(spec: dict[str, Any], initial: list[np.ndarray], *, n_sites: 
 def _weighted_mean(results: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
     """The example-weighted mean of every numeric metric the clients sent."""
     keys = {k for _, m in results for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    total = sum(n for n, _ in results) or 1
-    return {k: float(sum(n * float(m[k]) for n, m in results if k in m and np.isfinite(m[k])) / total) for k in sorted(keys)}
+    out = {}
+    for key in sorted(keys):  # a site whose score is undefined (one class only) is left out
+        scored = [(n, float(m[key])) for n, m in results if key in m and np.isfinite(float(m[key]))]
+        out[key] = sum(n * v for n, v in scored) / sum(n for n, _ in scored) if scored else float("nan")
+    return out
 
 
 def _optimizer_state(strategy: Strategy) -> dict[str, Any]:
@@ -87,20 +90,20 @@ def _set_optimizer_state(strategy: Strategy, state: dict[str, Any]) -> None:
 
 
 class WaitForAll(SimpleClientManager):
-    """Round 1 waits for every site (up to ``timeout`` s), so that a fast client does not
-    start the federation alone; later rounds need only the strategy's minimum, so a
+    """Round 1 waits for every site (up to ``timeout`` s) before the strategy counts the
+    clients, so that a fast client does not start the federation alone and the sample
+    size follows ``fraction_fit``; later rounds need only the strategy's minimum, so a
     lost client does not stop training."""
 
     def __init__(self, n_sites: int, timeout: float):
         super().__init__()
         self.n_sites, self.timeout, self.started = n_sites, timeout, False
 
-    def sample(self, num_clients, min_num_clients=None, criterion=None):
+    def num_available(self) -> int:
         if not self.started:
             self.wait_for(self.n_sites, int(self.timeout))
             self.started = True
-            num_clients = max(num_clients, min(self.n_sites, len(self.clients)))
-        return super().sample(min(num_clients, len(self.clients)) or num_clients, min_num_clients, criterion)
+        return super().num_available()
 
 
 class Checkpointed(Strategy):
@@ -119,14 +122,16 @@ class Checkpointed(Strategy):
         self.parameters: list[np.ndarray] = initial
         self._pending: dict[str, Any] = {}
 
-    def resume(self) -> int:
-        """Load the last round's checkpoint if it was made under the same key; return its round."""
+    def resume(self, rounds: int) -> int:
+        """Load the last round's checkpoint if it was made under the same key and did not
+        finish all ``rounds`` (a finished run is trained again, as the engine's loop does
+        for a forced rerun); return the round it ended."""
         if not self.checkpoint.exists():
             return 0
         with open(self.checkpoint, "rb") as fh:
             state = pickle.load(fh)
-        if state.get("resume_key") != self.resume_key:
-            log.info("%s was made under another config or data: starting afresh", self.checkpoint)
+        if state.get("resume_key") != self.resume_key or state["round"] >= rounds:
+            log.info("%s is of another config or data, or finished: starting afresh", self.checkpoint)
             return 0
         self.offset, self.history, self.parameters = state["round"], state["history"], state["parameters"]
         _set_optimizer_state(self.inner, state["optimizer"])
@@ -134,10 +139,8 @@ class Checkpointed(Strategy):
         return self.offset
 
     def _save(self, round_: int) -> None:
-        self.rounds_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.rounds_dir / f"round_{round_:03d}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, *self.parameters)
+        """The checkpoint, then the round's weights: a round's weights on disk mean its
+        checkpoint is too (a test kills the server when it sees them)."""
         state = {
             "resume_key": self.resume_key,
             "round": round_,
@@ -147,6 +150,10 @@ class Checkpointed(Strategy):
         }
         with atomic_path(self.checkpoint) as tmp:
             tmp.write_bytes(pickle.dumps(state))
+        self.rounds_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.rounds_dir / f"round_{round_:03d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, *self.parameters)
 
     # -- Flower's Strategy --------------------------------------------------------------
     def initialize_parameters(self, client_manager) -> Parameters | None:
@@ -158,7 +165,8 @@ class Checkpointed(Strategy):
     def aggregate_fit(self, server_round, results, failures):
         round_ = server_round + self.offset
         kept, refused = [], []
-        for proxy, res in results:
+        # in site order, not arrival order: the weighted sum is then the same float sum every run
+        for proxy, res in sorted(results, key=lambda r: str(r[1].metrics.get("site", r[0].cid))):
             shapes = [np.shape(a) for a in parameters_to_ndarrays(res.parameters)]
             site = res.metrics.get("site", proxy.cid)
             if shapes != self.shapes:

@@ -90,20 +90,11 @@ def train_arm(
             seed=seed + k,
         )
 
+    initial = _initial_weights(cfg, load_cache(images)[0], num_classes, seed)
     if arm == POOLED or arm.startswith(SITE_PREFIX):
         names = list(sites) if arm == POOLED else [arm[len(SITE_PREFIX) :]]
-        trainer = SiteClassifier(**kwargs(names, 0))
-        trainer.set_weights(_initial_weights(cfg, load_cache(images)[0], num_classes, seed))
-        history, snapshots = [], []
-        for round_ in range(1, rounds + 1):  # the same epochs as a federation, scored at the same points
-            out = trainer.fit(local_epochs)
-            scores = trainer.evaluate()
-            history.append({"round": round_, "train_loss": out["train_loss"], "val_loss": scores["loss"], "val_auc": scores["auc"]})
-            snapshots.append(trainer.get_weights())
-            log.info("%s round %d: %s", arm, round_, history[-1])
-        return {"weights": snapshots[-1], "history": history, "snapshots": snapshots}
+        return _train_in_one_place(SiteClassifier(**kwargs(names, 0)), initial, rounds, local_epochs, arm)
     spec = fed["strategies"][arm]
-    initial = _initial_weights(cfg, load_cache(images)[0], num_classes, seed)
     result = federate(
         factory=site_classifier,
         sites={s: kwargs([s], k) for k, s in enumerate(sites)},
@@ -116,27 +107,44 @@ def train_arm(
         min_clients=fed.get("min_clients"),
         threads=max(1, threads // len(sites)),  # the job's threads shared by its clients
         round_timeout=fed.get("round_timeout"),
+        seed=seed,
     )
+    extra = {"resumed_after": result["resumed_after"], **_privacy_spent(spec, rounds)}
+    return {"weights": result["parameters"], "history": result["history"], "snapshots": _round_weights(out_dir, result["history"]), **extra}
+
+
+def _train_in_one_place(trainer: SiteClassifier, initial: list[np.ndarray], rounds: int, local_epochs: int, arm: str) -> dict[str, Any]:
+    """A reference arm: the same epochs as a federation, scored and kept at the same points."""
+    trainer.set_weights(initial)
+    history, snapshots = [], []
+    for round_ in range(1, rounds + 1):
+        out = trainer.fit(local_epochs)
+        scores = trainer.evaluate()
+        history.append({"round": round_, "train_loss": out["train_loss"], "val_loss": scores["loss"], "val_auc": scores["auc"]})
+        snapshots.append(trainer.get_weights())
+        log.info("%s round %d: %s", arm, round_, history[-1])
+    return {"weights": snapshots[-1], "history": history, "snapshots": snapshots}
+
+
+def _round_weights(out_dir: Path, history: list[dict[str, Any]]) -> list[list[np.ndarray]]:
+    """The global weights of every round the server wrote."""
     snapshots = []
-    for row in result["history"]:
+    for row in history:
         with np.load(out_dir / "federation" / "rounds" / f"round_{row['round']:03d}.npz") as z:
             snapshots.append([z[f"arr_{i}"] for i in range(len(z.files))])
-    extra = {}
+    return snapshots
+
+
+def _privacy_spent(spec: dict[str, Any], rounds: int) -> dict[str, float]:
+    """(epsilon, delta) of a private arm; nothing for the others."""
     privacy = spec.get("privacy") or {}
-    if privacy.get("noise_multiplier") is not None:
-        extra["epsilon"] = epsilon(
-            noise_multiplier=float(privacy["noise_multiplier"]),
-            rounds=rounds,
-            sample_rate=float(spec.get("fraction_fit", 1.0)),
-            delta=float(privacy.get("delta", 1e-3)),
-        )
-        extra["delta"] = float(privacy.get("delta", 1e-3))
+    if privacy.get("noise_multiplier") is None:
+        return {}
+    delta = float(privacy.get("delta", 1e-3))
+    sample_rate = float(spec.get("fraction_fit", 1.0))
     return {
-        "weights": result["parameters"],
-        "history": result["history"],
-        "snapshots": snapshots,
-        "resumed_after": result["resumed_after"],
-        **extra,
+        "epsilon": epsilon(noise_multiplier=float(privacy["noise_multiplier"]), rounds=rounds, sample_rate=sample_rate, delta=delta),
+        "delta": delta,
     }
 
 
@@ -252,7 +260,7 @@ def compare_arms(
         scores.append(
             {"arm": arm, "kind": arm_kind(arm), "test_on": "all sites", **_auc_ci(labels, probs, groups, n_boot, seed), "epsilon": eps}
         )
-        for site in sites:
+        for site in (s for s in sites if sites[s]["test"]):  # a site without test patients has no row
             p, y, g = _test_predictions(net, images, index, manifest, sites[site]["test"])
             scores.append({"arm": arm, "kind": arm_kind(arm), "test_on": site, **_auc_ci(y, p, g, n_boot, seed), "epsilon": eps})
         if arm_kind(arm) != "federated":  # drawn as their final AUC only
@@ -284,6 +292,7 @@ def evaluate_stage(job) -> None:
     from casebook.fileio import write_json
     from casebook.tasks.classification.federated_figures import plot_privacy, plot_rounds, plot_sites
 
+    started = provenance.now()
     inputs, outputs, params = job.input, job.output, job.params
     manifest = pd.read_csv(Path(inputs["data"]) / "manifest.tsv", sep="\t", dtype={"image_id": str, "patient_id": str})
     sites = read_json(inputs["sites"])["sites"]
@@ -307,6 +316,6 @@ def evaluate_stage(job) -> None:
         outputs=[outputs[k] for k in ("scores", "rounds", "paired", "figure_rounds", "figure_sites", "figure_privacy")],
         params={"arms": params["arms"], "n_bootstrap": params["n_bootstrap"]},
         seed=params["seed"],
-        started=provenance.now(),
+        started=started,
         wildcards=job.wildcards,
     )

@@ -32,16 +32,17 @@ def plot_sites(scores: pd.DataFrame, title: str, path: str | Path) -> None:
     sites = list(dict.fromkeys(scores["test_on"]))
     arms = list(dict.fromkeys(scores["arm"]))
     width = 0.8 / len(arms)
-    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(sites) * len(arms) * 0.5), 4.2))
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(arms)] if len(arms) > 10 else [f"C{k}" for k in range(len(arms))]
+    fig, ax = plt.subplots(figsize=(min(14, 3 + 0.35 * len(sites) * len(arms)), 4.8))
     x = np.arange(len(sites))
     for k, arm in enumerate(arms):
         rows = scores[scores["arm"] == arm].set_index("test_on").reindex(sites)
         err = np.vstack([rows["auc"] - rows["ci_low"], rows["ci_high"] - rows["auc"]]).clip(min=0)
-        ax.bar(x + (k - (len(arms) - 1) / 2) * width, rows["auc"], width, yerr=err, capsize=2, label=arm)
+        ax.bar(x + (k - (len(arms) - 1) / 2) * width, rows["auc"], width, yerr=err, capsize=2, label=arm, color=colours[k])
     ax.set_xticks(x, sites)
-    ax.set(ylabel="test AUC", ylim=(0, 1.05), title=f"{title}: test AUC per site (95% patient-bootstrap CI)")
+    ax.set(ylabel="test AUC", xlabel="test patients of", ylim=(0, 1.05), title=f"{title}: test AUC per site (95% patient-bootstrap CI)")
     ax.axhline(0.5, color="grey", linewidth=0.8)
-    ax.legend(fontsize=7, ncol=min(4, len(arms)), loc="lower right")
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 
@@ -56,30 +57,27 @@ def plot_privacy(scores: pd.DataFrame, title: str, path: str | Path) -> None:
         ax.set_axis_off()
         save_figure(fig, path)
         return
-    right = float(private["epsilon"].max()) * 1.5 + 1
+    right = float(private["epsilon"].max()) * 10  # epsilon spans decades: a log axis, infinity drawn past the largest
+    ax.set_xscale("log")
     ax.errorbar(
-        private["epsilon"],
-        private["auc"],
-        yerr=[private["auc"] - private["ci_low"], private["ci_high"] - private["auc"]],
-        marker="o",
-        capsize=3,
-        label="private arms",
-    )
+        private["epsilon"], private["auc"], yerr=[private["auc"] - private["ci_low"], private["ci_high"] - private["auc"]],
+        marker="o", capsize=3, label="private arms",
+    )  # fmt: skip
     for _, row in private.iterrows():
         ax.annotate(row["arm"], (row["epsilon"], row["auc"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    for _, row in overall[overall["epsilon"].isna()].iterrows():
+    for k, (_, row) in enumerate(overall[overall["epsilon"].isna()].iterrows()):
         ax.errorbar(
-            [right],
-            [row["auc"]],
-            yerr=[[row["auc"] - row["ci_low"]], [row["ci_high"] - row["auc"]]],
-            marker="s",
-            capsize=3,
-            label=f"{row['arm']} (no privacy, epsilon = inf)",
-        )
+            [right * (1 + 0.15 * k)], [row["auc"]], yerr=[[row["auc"] - row["ci_low"]], [row["ci_high"] - row["auc"]]],
+            marker="s", capsize=3, label=f"{row['arm']} (no privacy, epsilon infinite)",
+        )  # fmt: skip
     pooled = scores[(scores["arm"] == "pooled") & (scores["test_on"] == "all sites")]
     if len(pooled):
         ax.axhline(float(pooled["auc"].iloc[0]), color="black", linestyle="--", label="pooled")
-    ax.set(xlabel="epsilon (client-level, RDP accountant)", ylabel="test AUC (all sites)", title=f"{title}: the cost of privacy")
+    ax.set(
+        xlabel="epsilon at the configured delta (client-level, RDP accountant; log scale)",
+        ylabel="test AUC (all sites)",
+        title=f"{title}: the cost of privacy",
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     save_figure(fig, path)
