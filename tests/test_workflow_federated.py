@@ -91,7 +91,7 @@ def test_a_rerun_does_nothing(federated_run):
 
 
 def test_a_new_arm_trains_that_arm_alone(federated_run):
-    override = "overrides={'cxr_federated': {'federated': {'strategies': {'fedprox': {'name': 'fedprox', 'mu': 0.1}}}}}"
+    override = "overrides={'cxr_federated': {'federated': {'strategies': {'fedprox': {'name': 'fedprox'}}}}}"
     jobs = planned_jobs(snakemake(federated_run, "--dry-run", "--config", override).stdout)
     assert jobs == {"train_federated": 1, "evaluate_federated": 1, "all": 1}, jobs
 

@@ -43,7 +43,11 @@ def federated_train_settings(cs, arm):
     """What one arm's training reads: the shared settings and its own strategy only, so
     that adding or changing an arm reruns that arm alone."""
     fed = federated_settings(cs)
-    shared = {k: v for k, v in fed.items() if k not in ("n_bootstrap", "baselines", "strategies")}
+    shared = {
+        k: v
+        for k, v in fed.items()
+        if k not in ("n_bootstrap", "baselines", "strategies")
+    }
     mine = {arm: fed["strategies"][arm]} if arm in fed["strategies"] else {}
     return {**shared, "strategies": mine}
 
