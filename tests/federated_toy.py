@@ -51,3 +51,10 @@ class ToySite:
 
 def toy_site(**kwargs) -> ToySite:
     return ToySite(**kwargs)
+
+
+if __name__ == "__main__":  # a stand-in process for the launcher's tests: sleep, then exit with a code
+    import sys
+
+    time.sleep(float(sys.argv[1]))
+    sys.exit(int(sys.argv[2]))

@@ -212,3 +212,22 @@ def test_a_dirichlet_split_needs_no_site_column(tmp_path):
     assert set(doc["sites"]) == {"site_1", "site_2"} and "Dirichlet" in doc["method"]
     patients = [p for s in doc["sites"].values() for part in s.values() for p in part]
     assert sorted(patients) == sorted(f"p{k}" for k in range(40))  # every patient, once
+
+
+def test_clients_told_to_stop_before_the_server_exits_are_not_lost(tmp_path):
+    """At the end, the server tells every client to disconnect and then exits: clients that
+    exit (code 0) first must not count as lost sites (a real race seen in a full run)."""
+    import sys
+
+    from casebook.engine.federated.launch import _supervise
+    from casebook.engine.processes import Child
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    server = Child("server", "federated_toy", ["1.5", "0"], env)
+    clients = {s: Child(f"site {s}", "federated_toy", ["0.1", "0"], env) for s in "ab"}
+    try:
+        _supervise(server, clients, None, env, "", [], 2, 0, 30, tmp_path)  # returns: no FederationError
+        assert server.poll() == 0 and all(c.poll() == 0 for c in clients.values())
+    finally:
+        for child in [server, *clients.values()]:
+            child.stop()

@@ -1,8 +1,9 @@
 """Start a federation on this node, watch it, and end every process it started.
 
-:func:`federate` writes the job, starts the server (``python -m
-casebook.engine.federated.server``) on a free port of 127.0.0.1, waits until it
-listens, then starts one client per site (``python -m casebook.engine.federated.client``).
+:func:`federate` writes the jobs (the server's without the site factory), starts
+the server (``python -m casebook.engine.federated.server``) on a free port of
+127.0.0.1, waits until it listens, then starts one client per site (``python -m
+casebook.engine.federated.client``).
 The pids go to ``processes.json`` in the work folder. While the federation runs:
 
 - a client that dies is reported and the rounds go on with the others (the
@@ -91,14 +92,17 @@ def federate(
         "log_level": level,
         "seed": seed,
     }
-    job_path = work_dir / "job.pkl"
-    job_path.write_bytes(pickle.dumps(job))
+    # two files: the server never unpickles the site factory (which would import the family, torch included)
+    job_path = work_dir / "server_job.pkl"
+    job_path.write_bytes(pickle.dumps({k: v for k, v in job.items() if k not in ("factory", "sites")}))
+    client_job = work_dir / "client_job.pkl"
+    client_job.write_bytes(pickle.dumps(job))
     (work_dir / RESULT).unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": str(threads)}
     started: list[Child] = []
     try:
         server = _start_server(job_path, env, address, started)
-        clients = {site: Child(f"site {site}", CLIENT, [str(job_path), site], env) for site in sites}
+        clients = {site: Child(f"site {site}", CLIENT, [str(client_job), site], env) for site in sites}
         started += clients.values()
         _write_pids(work_dir, server, clients)
         _supervise(server, clients, job_path, env, address, started, min_clients, server_restarts, timeout, work_dir)
@@ -145,7 +149,9 @@ def _supervise(server, clients, job_path, env, address, started, min_clients, re
             server = _start_server(job_path, env, address, started)
             _write_pids(work_dir, server, clients)
         for site, client in clients.items():
-            if site not in lost and client.poll() is not None:
+            # exit code 0: the server told the client the federation is over (it may say so
+            # before it exits itself); anything else is a lost site
+            if site not in lost and client.poll() not in (None, 0):
                 lost.add(site)
                 log.warning("the client of site %s %s: the rounds go on with the other sites", site, client.how_it_ended())
         if len(clients) - len(lost) < min_clients:

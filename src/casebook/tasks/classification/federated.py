@@ -11,7 +11,6 @@ alone), for as many epochs as a federated arm's rounds times its local epochs.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,13 +104,6 @@ def site_classifier(**kwargs: Any) -> SiteClassifier:
 def image_ids(manifest: pd.DataFrame, patients: list[str]) -> list[str]:
     """The image ids of these patients, in manifest order."""
     return manifest.loc[manifest["patient_id"].isin(set(patients)), "image_id"].astype(str).tolist()
-
-
-def load_weights(path: str | Path, network: dict[str, Any], *, spatial_dims: int, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """A federated arm's ``model.pt`` as a network in eval mode."""
-    net = build_network(network, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    return net.eval()
 
 
 def weights_to_state(net: torch.nn.Module, weights: list[np.ndarray]) -> dict[str, torch.Tensor]:
