@@ -279,9 +279,7 @@ def _failure_message(workers: list[Child], tmp: Path) -> str:
         return f"training process {first['rank']} of {len(workers)} failed: {first['error']}\n\n{first['traceback']}"
     failed = [w for w in workers if w.proc.returncode not in (None, 0, -signal.SIGTERM, -signal.SIGKILL)] or workers
     w = failed[0]
-    code = w.proc.returncode
-    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-    return f"training process {w.rank} of {len(workers)} {how}; its last output:\n" + "".join(w.tail)
+    return f"training process {w.rank} of {len(workers)} {w.how_it_ended()}; its last output:\n" + "".join(w.tail)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from casebook.fileio import atomic_path, read_json, write_json
+
 PARTS = ("train", "val", "test")
 
 
@@ -119,8 +121,6 @@ def write_sites(
     manifest_path: str | Path, splits_path: str | Path, cfg: dict[str, Any], seed: int, outputs: dict[str, str]
 ) -> dict[str, Any]:
     """The federated_sites rule: ``sites.json`` (the partition) and ``sites.tsv`` (its counts)."""
-    from casebook.fileio import atomic_path, read_json, write_json
-
     doc = sites_stage(manifest_path, read_json(splits_path), cfg, seed)
     with atomic_path(outputs["table"]) as tmp:
         pd.DataFrame(doc.pop("table")).to_csv(tmp, sep="\t", index=False)

@@ -23,7 +23,7 @@ from casebook.engine.runtime import seed_everything, select_device
 from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
 from casebook.tasks.classification.networks import build_network
-from casebook.tasks.classification.train import auc_score, predict
+from casebook.tasks.classification.train import train_epoch, validation_scores
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +74,22 @@ class SiteClassifier:
         self.net.load_state_dict(weights_to_state(self.net, weights))
 
     def fit(self, epochs: int, *, proximal_mu: float = 0.0, round_: int = 0) -> dict[str, float]:
-        """``epochs`` epochs from the current weights; FedProx adds (mu/2)|w - w_start|^2."""
-        anchor = [p.detach().clone() for p in self.net.parameters()] if proximal_mu > 0 else None
-        self.net.train()
-        total, n = 0.0, 0
-        for _ in range(epochs):
-            for x, y in self.train_loader:
-                x, y = x.to(self.device), y.to(self.device)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = self.loss_fn(self.net(x), y)
-                if anchor is not None:
-                    loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(self.net.parameters(), anchor))
-                loss.backward()
-                self.optimizer.step()
-                total, n = total + loss.item() * len(y), n + len(y)
-        return {"n": self.n_train, "train_loss": total / max(n, 1)}
+        """``epochs`` epochs of the family's own epoch (classification.train.train_epoch)
+        from the current weights; FedProx adds (mu/2)|w - w_start|^2 to the loss."""
+        loss_fn = self.loss_fn
+        if proximal_mu > 0:
+            anchor = [p.detach().clone() for p in self.net.parameters()]
+
+            def loss_fn(output, y):
+                proximal = sum(((p - a) ** 2).sum() for p, a in zip(self.net.parameters(), anchor))
+                return self.loss_fn(output, y) + proximal_mu / 2 * proximal
+
+        losses = [train_epoch(self.net, self.train_loader, self.optimizer, loss_fn, self.device) for _ in range(epochs)]
+        return {"n": self.n_train, "train_loss": float(np.mean(losses))}
 
     def evaluate(self) -> dict[str, float]:
-        probs, labels = predict(self.net, self.val_loader, self.device)
-        loss = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(labels)))
-        return {"n": len(labels), "loss": loss, "auc": auc_score(labels, probs), "accuracy": float((probs.argmax(1) == labels).mean())}
+        scores = validation_scores(self.net, self.val_loader, self.device)
+        return {"n": len(self.val_loader.dataset), "loss": scores["val_loss"], "auc": scores["val_auc"], "accuracy": scores["val_accuracy"]}
 
 
 def site_classifier(**kwargs: Any) -> SiteClassifier:

@@ -28,7 +28,7 @@ from casebook.engine.checkpoint import save_torch
 from casebook.engine.federated.launch import federate
 from casebook.engine.federated.privacy import epsilon
 from casebook.engine.loop import write_history
-from casebook.engine.runtime import seed_everything
+from casebook.engine.runtime import seed_everything, select_device
 from casebook.fileio import atomic_path, read_json
 from casebook.tasks.classification.cache import load_cache
 from casebook.tasks.classification.data import CachedImages, make_loader, rows_for
@@ -215,7 +215,7 @@ def train_stage(
         seed=cfg.get("seed"),
         started=started,
         code=code,
-        device=str(torch.device("cpu")),
+        device=str(select_device(cfg.get("device", "auto"))),  # where the arm's trainers ran
         wildcards=wildcards,
     )
     return card
