@@ -56,7 +56,7 @@ def files_under(root: Path, out: str) -> dict[str, bytes]:
 
 
 def without_segmentation(repo: Path) -> None:
-    """Drop the segmentation, restoration and generation case studies' artifacts from dvc.yaml, as
+    """Drop the segmentation, restoration, generation, federated and registration case studies' artifacts from dvc.yaml, as
     make_tiny drops them from the config: DVC's mechanics are the same for every case
     study."""
     seg = (
@@ -68,6 +68,7 @@ def without_segmentation(repo: Path) -> None:
         "results/mri_inpainting",
         "results/cxr_synthesis",
         "results/cxr_federated",
+        "results/brain_registration",
     )
 
     def drop(dvc_yaml):

@@ -8,12 +8,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from casebook.analysis.stats import paired_difference
 from casebook.engine.checkpoint import BEST, CHECKPOINT
 from casebook.synthetic.abdomen_ct import generate_abdomen_ct
 from casebook.tasks.restoration.baselines import BASELINES, noise_sd, tune
 from casebook.tasks.restoration.data import SlicePairs, simulate_pairs
 from casebook.tasks.restoration.dose import Scanner, hu_to_mu, line_integrals, low_dose_slice, mu_to_hu, reference_slice
-from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference, to_window
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, to_window
 from casebook.tasks.restoration.networks import REDCNN, build_restoration_network
 from casebook.tasks.restoration.train import fit, load_denoiser, restore
 

@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_family_declares_exactly_the_networks_its_builder_knows() -> None:
     from casebook.tasks.classification.networks import NETWORKS
+    from casebook.tasks.registration.networks import NETWORKS as REGISTRATION_NETWORKS
     from casebook.tasks.restoration.networks import RESTORATION_NETWORKS
     from casebook.tasks.segmentation.networks import SEG_NETWORKS
 
     assert set(TASKS["classification"].networks) == set(NETWORKS)
     assert set(TASKS["segmentation"].networks) == set(SEG_NETWORKS)
     assert set(TASKS["restoration"].networks) == set(RESTORATION_NETWORKS)
+    assert set(TASKS["registration"].networks) == set(REGISTRATION_NETWORKS)
 
 
 def test_every_family_has_a_rules_file_a_stages_module_and_its_stages() -> None:

@@ -300,3 +300,30 @@ def bootstrap_ci(
             samples.setdefault(key, []).append(value)
     alpha = (1 - level) / 2
     return {key: (float(np.nanquantile(vals, alpha)), float(np.nanquantile(vals, 1 - alpha))) for key, vals in samples.items()}
+
+
+def mean_ci(values: np.ndarray, groups: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The mean of per-image ``values`` with its percentile bootstrap CI over patients
+    (``groups``)."""
+    values = np.asarray(values, dtype=float)
+    ci = bootstrap_ci(values, values, np.asarray(groups), lambda _l, v: {"mean": float(np.mean(v))}, n_boot=n_boot, level=level, seed=seed)[
+        "mean"
+    ]
+    return {"mean": float(np.mean(values)), "ci_low": ci[0], "ci_high": ci[1]}
+
+
+def _mean(_labels: np.ndarray, values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, groups: Sequence[str], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
+    """Mean of ``a`` minus mean of ``b`` (per-image values of two methods on the same
+    images), with the percentile CI and p-value of the paired bootstrap over patients
+    (``groups``)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    constant = np.zeros(len(a))
+    return paired_bootstrap_test(
+        constant, a, b, np.asarray(groups), statistic=_mean, n_boot=n_boot, seed=seed, level=level, skip_single_class=False
+    )

@@ -59,6 +59,20 @@ LABEL_NAMES = {0: "background", 1: "necrotic core", 2: "edema", 4: "enhancing tu
 #: Names indexed by label value, as a case study's ``class_names`` lists them (3 is unused).
 CLASS_NAMES = [LABEL_NAMES.get(value, "unused") for value in range(max(LABEL_NAMES) + 1)]
 
+#: Voxel label value -> name of the anatomical label map (``labels="anatomy"``), for
+#: registration: the tissue each voxel mostly holds, a tumour (any part) over it.
+ANATOMY_NAMES = {
+    0: "background",
+    1: "cortical grey matter",
+    2: "white matter",
+    3: "deep grey matter",
+    4: "cerebrospinal fluid",
+    5: "tumour",
+}
+
+#: The label maps a subject can carry: the tumour's (BraTS) or the anatomy's.
+LABEL_MAPS = ("tumour", "anatomy")
+
 Range = tuple[float, float]
 
 #: Nominal semi-axes (x, y, z) of the head's outer surface, mm.
@@ -297,7 +311,22 @@ def _render_subject(size, spacing, rng: np.random.Generator, knobs: dict):
         real = signal + sigma * rng.standard_normal(signal.shape).astype(np.float32)
         imag = sigma * rng.standard_normal(signal.shape).astype(np.float32)
         image[c] = np.sqrt(real**2 + imag**2)
+    if knobs["labels"] == "anatomy":  # from the tissues already drawn: the images stay the same
+        label = _anatomy(intracranial, brain_occ, wm_occ, deep, ventricles, fissure, label > 0)
     return image, label, brain, origin
+
+
+def _anatomy(intracranial, brain_occ, wm_occ, deep, ventricles, fissure, tumour) -> np.ndarray:
+    """The anatomical label map (:data:`ANATOMY_NAMES`): each tissue where its occupancy
+    reaches one half, in the order the tissues are painted (a later one covers an earlier)."""
+    label = np.zeros(brain_occ.shape, dtype=np.uint8)
+    label[intracranial >= 0.5] = 4
+    label[brain_occ >= 0.5] = 1
+    label[wm_occ >= 0.5] = 2
+    label[deep * wm_occ >= 0.5] = 3
+    label[(ventricles >= 0.5) | (fissure >= 0.5)] = 4
+    label[tumour] = 5
+    return label
 
 
 def _random_rotation_small(rng: np.random.Generator, degrees: float) -> np.ndarray:
@@ -321,6 +350,7 @@ def generate_brain_mri(
     edema_margin_mm: Range = (6.0, 22.0),
     noise: Range = (0.02, 0.05),
     bias: Range = (0.05, 0.2),
+    labels: str = "tumour",
 ) -> Iterator[Record]:
     """Yield synthetic multi-sequence brain MRI with a glioma, one :class:`Record` per subject.
 
@@ -344,7 +374,13 @@ def generate_brain_mri(
         Range of the Rician noise level, relative to white matter on each sequence.
     bias
         Range of the bias field's strength (standard deviation of its logarithm).
+    labels
+        The label map: ``tumour`` (the BraTS labels above) or ``anatomy``
+        (:data:`ANATOMY_NAMES`: cortical and deep grey matter, white matter, CSF, and the
+        tumour as one label, for registration). The images are the same either way.
     """
+    if labels not in LABEL_MAPS:
+        raise ValueError(f"labels={labels!r}: choose one of {list(LABEL_MAPS)}")
     size, spacing = checked_geometry(size, spacing)
     knobs = {
         "tumour_fraction": checked_fraction("tumour_fraction", tumour_fraction),
@@ -353,6 +389,7 @@ def generate_brain_mri(
         "edema_margin_mm": edema_margin_mm,
         "noise": noise,
         "bias": bias,
+        "labels": labels,
     }
 
     def render(rng):

@@ -110,6 +110,18 @@ TASKS: dict[str, TaskFamily] = {
             image_labels=True,
             stages=("train",),
         ),
+        TaskFamily(
+            name="registration",
+            description="deformable registration (2D pairs with known deformations): VoxelMorph, LocalNet and GlobalNet against SimpleITK's B-spline",
+            networks=("voxelmorph", "localnet", "globalnet"),
+            sections=("registration",),
+            required=("models",),
+            selection_metric="val_dice",
+            selection_label="Dice of the warped labels",
+            loss_label="similarity + regularization",
+            train_keys=("similarity", "regularization"),
+            stages=("train",),
+        ),
     )
 }
 

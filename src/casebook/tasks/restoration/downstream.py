@@ -28,6 +28,7 @@ from monai.metrics import FIDMetric, compute_dice
 from monai.networks.nets import BasicUNet
 
 from casebook import provenance
+from casebook.analysis.stats import mean_ci, paired_difference
 from casebook.engine import checkpoint
 from casebook.engine.loop import Trainer, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
@@ -36,8 +37,7 @@ from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
 from casebook.tasks.restoration.data import SlicePairs, to_network
 from casebook.tasks.restoration.degradations import degradation
-from casebook.tasks.restoration.evaluate import mean_ci, restored_key
-from casebook.tasks.restoration.metrics import paired_difference
+from casebook.tasks.restoration.evaluate import restored_key
 from casebook.tasks.restoration.simulate import load_pairs
 
 #: the stage's defaults (``restoration.downstream`` overrides them)

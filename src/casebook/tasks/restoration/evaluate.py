@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from casebook import provenance
-from casebook.analysis.stats import bootstrap_ci
+from casebook.analysis.stats import mean_ci, paired_difference
 from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.split import fold_split
@@ -26,7 +26,7 @@ from casebook.tasks.restoration import figures
 from casebook.tasks.restoration.baselines import BASELINES, tune
 from casebook.tasks.restoration.data import region_masks
 from casebook.tasks.restoration.degradations import INPUT_LABELS, degradation
-from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, paired_difference, region_quality
+from casebook.tasks.restoration.metrics import SOFT_TISSUE, image_quality, region_quality
 from casebook.tasks.restoration.simulate import load_pairs
 from casebook.tasks.restoration.train import load_denoiser, restore
 
@@ -54,11 +54,6 @@ def paste_outside(restored: np.ndarray, known: np.ndarray, regions: np.ndarray) 
     """``restored`` inside each image's region (row, column, height, width) and ``known``
     outside it: an inpainting method is asked for the missing pixels only."""
     return np.where(region_masks(regions, np.shape(known)[1:]), restored, known)
-
-
-def mean_ci(values: np.ndarray, patients: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float]:
-    ci = bootstrap_ci(values, values, patients, lambda _l, v: {"mean": float(np.mean(v))}, n_boot=n_boot, level=level, seed=seed)["mean"]
-    return {"mean": float(np.mean(values)), "ci_low": ci[0], "ci_high": ci[1]}
 
 
 def summarize(

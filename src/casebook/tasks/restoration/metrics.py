@@ -16,8 +16,6 @@ import torch
 from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
 from monai.metrics.regression import compute_ssim_and_cs
 
-from casebook.analysis.stats import paired_bootstrap_test
-
 #: soft-tissue window (HU): where abdominal CT is read, and where the noise matters
 SOFT_TISSUE = (-160.0, 240.0)
 
@@ -89,19 +87,3 @@ def region_quality(
         ssim_map, _ = compute_ssim_and_cs(*padded, spatial_dims=2, kernel_size=(SSIM_KERNEL,) * 2, kernel_sigma=(SSIM_SIGMA,) * 2)
         ssim.append(float(ssim_map[box].mean()))
     return {"psnr": np.asarray(psnr), "ssim": np.asarray(ssim)}
-
-
-def _mean(_labels: np.ndarray, values: np.ndarray) -> float:
-    return float(np.mean(values))
-
-
-def paired_difference(
-    a: np.ndarray, b: np.ndarray, patients: Sequence[str], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> dict:
-    """Mean of ``a`` minus mean of ``b`` (per-image values of two methods on the same
-    images), with the percentile CI and p-value of the paired bootstrap over patients."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    constant = np.zeros(len(a))
-    return paired_bootstrap_test(
-        constant, a, b, np.asarray(patients), statistic=_mean, n_boot=n_boot, seed=seed, level=level, skip_single_class=False
-    )

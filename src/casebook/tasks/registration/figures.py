@@ -1,0 +1,107 @@
+"""Figures of the registration family: checkerboards and difference images before and
+after registration, Jacobian determinant maps with folding marked, and every method's
+metrics with their CIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap, TwoSlopeNorm  # noqa: E402
+
+from casebook.analysis.plotting import save_figure  # noqa: E402
+from casebook.tasks.registration.fields import warp_array  # noqa: E402
+from casebook.tasks.registration.metrics import jacobian_determinant  # noqa: E402
+from casebook.tasks.registration.pairs import Pairs  # noqa: E402
+
+LABELS = {
+    "dice": "Dice of the warped labels",
+    "hd95": "HD95 (mm)",
+    "sdlogj": "SD of log Jacobian",
+    "folding_percent": "folding pixels (%)",
+    "field_error_mm": "field error (mm)",
+    "seconds": "seconds per pair",
+}
+_FOLD = ListedColormap(["red"])
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """``a`` and ``b`` in alternating square tiles: edges that jump between tiles are misaligned."""
+    rows, cols = np.indices(a.shape)
+    mask = ((rows * tiles // a.shape[0]) + (cols * tiles // a.shape[1])) % 2 == 0
+    return np.where(mask, a, b)
+
+
+def plot_checkerboards(pairs: Pairs, fields: dict[str, np.ndarray], index: int, title: str, path: str | Path) -> None:
+    """One test pair, one row per method: the warped moving image with the fixed labels'
+    outlines, its checkerboard with the fixed image, and the warped minus the fixed image
+    (the ``unregistered`` row is the pair before registration)."""
+    fixed = pairs.fixed[index]
+    fig, axes = plt.subplots(len(fields), 3, figsize=(7.2, 2.4 * len(fields)), squeeze=False, layout="constrained")
+    for row, (method, ddf) in enumerate(fields.items()):
+        warped = warp_array(pairs.moving[index].astype(np.float32), ddf[index])
+        axes[row, 0].imshow(warped, cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].contour(
+            pairs.fixed_label[index], levels=np.unique(pairs.fixed_label[index])[1:] - 0.5, colors="yellow", linewidths=0.4
+        )
+        axes[row, 0].set_ylabel(method, fontsize=9)
+        axes[row, 1].imshow(checkerboard(fixed, warped), cmap="gray", vmin=0, vmax=1)
+        shown = axes[row, 2].imshow(warped - fixed, cmap="RdBu_r", vmin=-0.5, vmax=0.5)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, heading in zip(axes[0], ("warped moving, fixed labels outlined", "checkerboard with the fixed", "warped minus fixed")):
+        ax.set_title(heading, fontsize=8)
+    fig.colorbar(shown, ax=axes[:, 2], shrink=0.6)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_jacobians(fields: dict[str, np.ndarray], index: int, title: str, path: str | Path) -> None:
+    """The Jacobian determinant of each field that moves anything (the true one first)
+    on one test pair (1: area kept; below 1: shrinking; above: growing), folding pixels
+    (at most 0) in red."""
+    methods = {m: f for m, f in fields.items() if np.any(f[index])}
+    if not methods:
+        methods = fields
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.8 * len(methods), 3.0), squeeze=False, layout="constrained")
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0)
+    for ax, (method, ddf) in zip(axes[0], methods.items()):
+        det = jacobian_determinant(ddf[index])
+        shown = ax.imshow(np.clip(det, 0.0, 2.0), cmap="PuOr_r", norm=norm)
+        folding = det <= 0
+        ax.imshow(np.where(folding, 1.0, np.nan), cmap=_FOLD, vmin=0, vmax=1)
+        ax.set_title(f"{method}: {100 * folding.mean():.2f}% folding", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[0, -1], shrink=0.8, label="det J")
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_metrics(metrics: dict[str, Any], title: str, path: str | Path) -> None:
+    """Every method's mean of each metric with its CI (seconds on a log scale, for the
+    methods that run something)."""
+    methods = list(metrics["methods"])
+    fig, axes = plt.subplots(2, 3, figsize=(10.0, 5.6), layout="constrained")
+    colours = plt.get_cmap("tab10")(np.arange(len(methods)))
+    for ax in axes.ravel()[len(metrics["metrics"]) :]:
+        ax.axis("off")
+    for ax, key in zip(axes.ravel(), metrics["metrics"]):
+        label = LABELS[key]
+        shown = [i for i, m in enumerate(methods) if key != "seconds" or metrics["methods"][m][key]["mean"] > 0]
+        stats = [metrics["methods"][methods[i]][key] for i in shown]
+        means = np.array([s["mean"] for s in stats])
+        errors = np.abs(np.array([[s["ci_low"], s["ci_high"]] for s in stats]).T - means)
+        ax.bar(np.arange(len(shown)), means, yerr=errors, color=colours[shown], capsize=3)
+        ax.set_xticks(np.arange(len(shown)), [methods[i] for i in shown], rotation=30, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        if key == "seconds":
+            ax.set_yscale("log")
+    fig.suptitle(f"{title} (bars: mean, whiskers: {100 * metrics['ci_level']:.0f}% CI over patients)", fontsize=10)
+    save_figure(fig, path)
