@@ -69,6 +69,7 @@ def without_segmentation(repo: Path) -> None:
         "results/cxr_synthesis",
         "results/cxr_federated",
         "results/brain_registration",
+        "results/cardiac_cine",
     )
 
     def drop(dvc_yaml):

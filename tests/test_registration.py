@@ -209,3 +209,65 @@ def test_patients_whose_extents_do_not_overlap_are_refused_naming_both(tmp_path)
     splits = {"folds": [{"train": [], "val": []}], "test": ["brain_p0000", "brain_p0001"]}
     with pytest.raises(PairError, match=r"brain_p0000 \(.*\) and brain_p0001 \(.*\): their physical extents .* do not overlap"):
         simulate_pairs(tmp_path / "data", {"slices": 1, "pairing": "pairwise"}, seed=0, splits=splits)
+
+
+def test_the_cine_generator_draws_the_ejection_fraction_it_reports():
+    from casebook.synthetic.cardiac_cine import generate_cardiac_cine
+
+    records = list(generate_cardiac_cine(n_patients=2, frames=8, seed=3))
+    assert [r.image_id for r in records[:2]] == ["cine_p0000_f00", "cine_p0000_f01"] and len(records) == 16
+    for patient in (records[:8], records[8:]):
+        labels = [sitk.GetArrayFromImage(r.mask) for r in patient]
+        blood, wall = [(m == 1).sum() for m in labels], [(m == 2).sum() for m in labels]
+        assert int(np.argmin(blood)) == 4  # end systole mid-cycle
+        ef = 100 * (blood[0] - min(blood)) / blood[0]
+        assert ef == pytest.approx(float(patient[0].attributes["ef_percent"]), abs=2.5)
+        assert max(wall) / min(wall) < 1.03  # the myocardium keeps its area while it thickens
+
+
+def _write_cines(folder, drop=()):
+    """Three 4-frame cines in the canonical layout, without the images in ``drop``."""
+    from casebook.synthetic.cardiac_cine import CLASS_NAMES as CINE_CLASSES
+    from casebook.synthetic.cardiac_cine import generate_cardiac_cine
+
+    records = [r for r in generate_cardiac_cine(n_patients=3, frames=4, seed=1) if r.image_id not in drop]
+    write_dataset(records, folder, class_names=CINE_CLASSES, modality="MRI")
+    return folder
+
+
+def test_cine_pairs_join_end_diastole_to_every_frame_and_refuse_gaps(tmp_path):
+    pairs = simulate_pairs(_write_cines(tmp_path / "cine"), {"slices": 2, "pairing": "cine"}, seed=0)
+    assert len(pairs) == 3 * 3 * 2 and sorted(set(pairs.frame)) == [1, 2, 3]
+    assert set(pairs.image_id) == {"cine_p0000_f00", "cine_p0001_f00", "cine_p0002_f00"}
+    assert (pairs.thickness == 8.0).all() and np.isnan(pairs.true_ddf).all()
+    data = _write_cines(tmp_path / "gap", drop={"cine_p0001_f02"})
+    with pytest.raises(PairError, match=r"patient cine_p0001: cine frames \[0, 1, 3\]; need 0 \(end diastole\) to n - 1"):
+        simulate_pairs(data, {"slices": 1, "pairing": "cine"}, seed=0)
+
+
+def test_ejection_fraction_from_hand_made_volumes():
+    from casebook.tasks.registration.cine import agreement, ejection_fractions, frame_volumes
+    from casebook.tasks.registration.pairs import Pairs
+
+    # one patient, two slices, frames 1 and 2: the blood pool 100 pixels at ED on each
+    # slice, 60 and 50 (frame 1), 40 and 30 (frame 2); 2 x 2 mm pixels, 5 mm slices
+    def label(n):
+        out = np.zeros((20, 20), np.uint8)
+        out.ravel()[:n] = 1
+        return out
+
+    moving = np.stack([label(100)] * 4)
+    tracked = np.stack([label(60), label(50), label(40), label(30)])
+    n = 4
+    pairs = Pairs(
+        moving=np.zeros((n, 20, 20)), fixed=np.zeros((n, 20, 20)), moving_label=moving, fixed_label=tracked,
+        fixed_roi=np.ones((n, 20, 20)), true_ddf=np.zeros((n, 2, 20, 20)), spacing=np.full((n, 2), 2.0),
+        patient=np.array(["p"] * n), image_id=np.array(["p_f00"] * n), slice=np.array([0, 1, 0, 1]),
+        thickness=np.full(n, 5.0), frame=np.array([1, 1, 2, 2]),
+    )  # fmt: skip
+    volumes = frame_volumes(pairs, tracked)
+    assert volumes.set_index("frame")["ml"].to_dict() == pytest.approx({0: 4.0, 1: 2.2, 2: 1.4})  # 20 ul a pixel
+    ef = ejection_fractions(volumes).iloc[0]
+    assert ef["es_frame"] == 2 and ef["ef_percent"] == pytest.approx(65.0)
+    stats = agreement(np.array([50.0, 60.0]), np.array([52.0, 58.0]), np.array(["a", "b"]), n_boot=50, level=0.95, seed=0)
+    assert stats["bias"] == 0.0 and stats["mae"]["mean"] == 2.0

@@ -97,11 +97,11 @@ def medmnist_records(path: str | Path, *, spatial_dims: int, name: str) -> tuple
 def synthetic_records(generator: str, params: dict[str, Any]) -> tuple[Iterator[Record], int | None, dict]:
     """Records of one of the embedded, seeded generators (the default run's data), and
     the channel and voxel label names of a segmentation generator."""
-    from casebook.synthetic import GENERATORS, INFO
+    from casebook.synthetic import GENERATORS, info
 
     if generator not in GENERATORS:
         raise IngestError(f"unknown synthetic generator {generator!r}; known: {sorted(GENERATORS)}")
-    return GENERATORS[generator](**params), None, INFO.get(generator, {})
+    return GENERATORS[generator](**params), None, info(generator, params)
 
 
 ADAPTERS: dict[str, Callable[..., tuple]] = {

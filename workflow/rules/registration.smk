@@ -36,6 +36,12 @@ def registration_targets(cs):
         f"results/{cs}/figures/registration_jacobian.png",
         f"results/{cs}/figures/registration_metrics.png",
     ]
+    if registration_settings(cs).get("pairing") == "cine":
+        out += [
+            f"results/{cs}/registration/ejection_fraction.json",
+            f"results/{cs}/figures/ejection_fraction.png",
+            f"results/{cs}/figures/cine_tracking.png",
+        ]
     for model, fold in runs(cs):
         out += [
             f"{model_dir(cs, model, fold)}/metadata.json",
@@ -56,6 +62,14 @@ FAMILY_HOOKS["registration"] = {
 }
 
 REGISTRATION_CS = cases_of("registration")
+CINE_CS = cs_pattern(
+    [
+        cs
+        for cs in CASESTUDIES
+        if task_of(cs) == "registration"
+        and registration_settings(cs).get("pairing") == "cine"
+    ]
+)
 
 
 include: "registration/rules.smk"

@@ -17,9 +17,9 @@ rule simulate_registration:
         "results/{cs}/benchmarks/simulate_registration.tsv"
     wildcard_constraints:
         cs=REGISTRATION_CS,
-    threads: rule_threads("simulate_dose")
+    threads: rule_threads("simulate_registration")
     resources:
-        **rule_resources("simulate_dose"),
+        **rule_resources("simulate_registration"),
     params:
         registration=lambda wc: {
             k: v for k, v in registration_settings(wc.cs).items() if k in PAIR_KEYS
@@ -40,6 +40,7 @@ rule evaluate_registration:
     output:
         per_pair="results/{cs}/registration/per_pair.tsv",
         metrics="results/{cs}/registration/metrics.json",
+        fields="results/{cs}/registration/fields.npz",
         provenance="results/{cs}/registration/provenance.json",
         checkerboard=report(
             "results/{cs}/figures/registration_checkerboard.png",
@@ -81,3 +82,43 @@ rule evaluate_registration:
         seed=lambda wc: cs_seed(wc.cs),
     script:
         "../../../scripts/evaluate_registration.py"
+
+
+rule cine_ejection_fraction:
+    input:
+        pairs="results/{cs}/registration/pairs.npz",
+        fields="results/{cs}/registration/fields.npz",
+        splits="results/{cs}/split/splits.json",
+    output:
+        table="results/{cs}/registration/ejection_fraction.tsv",
+        metrics="results/{cs}/registration/ejection_fraction.json",
+        provenance="results/{cs}/registration/ejection_fraction_provenance.json",
+        agreement=report(
+            "results/{cs}/figures/ejection_fraction.png",
+            caption="../../report/ejection_fraction.rst",
+            category="{cs}",
+            labels={"figure": "ejection fraction agreement"},
+        ),
+        strip=report(
+            "results/{cs}/figures/cine_tracking.png",
+            caption="../../report/cine_tracking.rst",
+            category="{cs}",
+            labels={"figure": "tracked cine"},
+        ),
+        agreement_summary=summary_of("results/{cs}/figures/ejection_fraction.png"),
+        strip_summary=summary_of("results/{cs}/figures/cine_tracking.png"),
+    log:
+        "logs/{cs}/cine_ejection_fraction.log",
+    benchmark:
+        "results/{cs}/benchmarks/cine_ejection_fraction.tsv"
+    wildcard_constraints:
+        cs=CINE_CS,
+    threads: rule_threads("evaluate")
+    resources:
+        **rule_resources("evaluate"),
+    params:
+        registration=lambda wc: registration_settings(wc.cs),
+        title=lambda wc: CASESTUDIES[wc.cs].get("title") or wc.cs,
+        seed=lambda wc: cs_seed(wc.cs),
+    script:
+        "../../../scripts/cine_ejection_fraction.py"

@@ -35,13 +35,17 @@ def _method(settings: dict[str, Any], seed: int) -> sitk.ImageRegistrationMethod
     return method
 
 
-def register_simpleitk(
+def simpleitk_field(
     moving: np.ndarray, fixed: np.ndarray, spacing: tuple[float, float], settings: dict[str, Any] | None = None, seed: int = 0
-) -> np.ndarray:
-    """The field (2, rows, columns; pixels) of SimpleITK's affine then B-spline registration
-    of ``moving`` to ``fixed`` (one 2D pair, ``spacing`` in mm, rows and columns)."""
+) -> tuple[np.ndarray, list[str]]:
+    """The field (2, rows, columns; pixels) of SimpleITK's affine then B-spline
+    registration of ``moving`` to ``fixed`` (one 2D pair, ``spacing`` in mm, rows and
+    columns), and the stages that failed: ITK gives up when the metric's samples leave
+    the moving image; the pair then keeps what the stages before gave (identity for the
+    affine), and the failure is reported, not hidden."""
     settings = {**SIMPLEITK, **(settings or {})}
     fixed_img, moving_img = _image(fixed, spacing), _image(moving, spacing)
+    failed = []
 
     affine = _method(settings, seed)
     initial = sitk.CenteredTransformInitializer(
@@ -50,7 +54,10 @@ def register_simpleitk(
     affine.SetInitialTransform(initial, inPlace=False)
     affine.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=int(settings["affine_iterations"]))
     affine.SetOptimizerScalesFromPhysicalShift()
-    affine_tx = affine.Execute(fixed_img, moving_img)
+    try:
+        affine_tx = affine.Execute(fixed_img, moving_img)
+    except RuntimeError:
+        affine_tx, failed = sitk.AffineTransform(2), ["affine"]
 
     bspline = _method(settings, seed)
     mesh = [int(settings["mesh_size"])] * 2
@@ -60,6 +67,16 @@ def register_simpleitk(
     bspline.SetOptimizerAsLBFGSB(
         gradientConvergenceTolerance=1e-5, numberOfIterations=int(settings["bspline_iterations"]), maximumNumberOfCorrections=5
     )
-    bspline.Execute(fixed_img, moving_img)
+    try:
+        bspline.Execute(fixed_img, moving_img)
+    except RuntimeError:
+        bspline_tx, failed = sitk.BSplineTransformInitializer(fixed_img, mesh, order=3), failed + ["bspline"]
     # the B-spline acts first (fixed grid to the affine's space), then the affine
-    return ddf_from_transform(sitk.CompositeTransform([affine_tx, bspline_tx]), fixed.shape, spacing)
+    return ddf_from_transform(sitk.CompositeTransform([affine_tx, bspline_tx]), fixed.shape, spacing), failed
+
+
+def register_simpleitk(
+    moving: np.ndarray, fixed: np.ndarray, spacing: tuple[float, float], settings: dict[str, Any] | None = None, seed: int = 0
+) -> np.ndarray:
+    """:func:`simpleitk_field`'s field alone."""
+    return simpleitk_field(moving, fixed, spacing, settings, seed)[0]

@@ -23,7 +23,7 @@ from casebook.analysis.stats import mean_ci, paired_difference
 from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.tasks.registration import figures
-from casebook.tasks.registration.baselines import register_simpleitk
+from casebook.tasks.registration.baselines import simpleitk_field
 from casebook.tasks.registration.fields import warp
 from casebook.tasks.registration.metrics import field_error_mm, jacobian_stats, label_overlap
 from casebook.tasks.registration.pairs import Pairs, load_pairs
@@ -45,11 +45,18 @@ def _network_method(model: torch.nn.Module) -> Callable[[np.ndarray, np.ndarray,
     return run
 
 
-def methods_of(nets: dict[str, torch.nn.Module], settings: dict[str, Any], seed: int) -> dict[str, Callable]:
-    """Each method as a function (moving, fixed, spacing) -> field."""
+def methods_of(nets: dict[str, torch.nn.Module], settings: dict[str, Any], seed: int, failures: list[list[str]]) -> dict[str, Callable]:
+    """Each method as a function (moving, fixed, spacing) -> field; the baseline appends
+    the stages that failed on each pair to ``failures``."""
     methods: dict[str, Callable] = {UNREGISTERED: lambda m, _f, _s: np.zeros((2, *m.shape), np.float32)}
+
+    def baseline(moving, fixed, spacing):
+        ddf, failed = simpleitk_field(moving, fixed, tuple(spacing), settings.get("simpleitk"), seed)
+        failures.append(failed)
+        return ddf
+
     if BASELINE in settings.get("baselines", [BASELINE]):
-        methods[BASELINE] = lambda m, f, s: register_simpleitk(m, f, tuple(s), settings.get("simpleitk"), seed)
+        methods[BASELINE] = baseline
     for name, model in nets.items():
         methods[name] = _network_method(model)
     return methods
@@ -135,12 +142,22 @@ def evaluate_stage(
         name: load_registrar(path, cfg["network"], select_device(cfg.get("device", "auto")))
         for (name, cfg), path in zip(models.items(), inputs["models"])
     }
-    table, fields = score_pairs(test, methods_of(nets, settings, seed), sorted(labels))
+    failures: list[list[str]] = []
+    table, fields = score_pairs(test, methods_of(nets, settings, seed, failures), sorted(labels))
     with atomic_path(outputs["per_pair"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    with atomic_path(outputs["fields"]) as tmp:
+        with open(tmp, "wb") as handle:  # every method's test fields, for the cine's ejection fraction
+            np.savez_compressed(handle, **fields)
     metrics = summarize(
         table, list(models), n_boot=int(settings.get("n_bootstrap", 1000)), level=float(settings.get("ci_level", 0.95)), seed=seed
     )
+    failed = [f for f in failures[1:] if f]  # failures[0]: the warm-up, on the first pair again
+    metrics["baseline_failures"] = {
+        "pairs": len(failed),
+        "affine": sum("affine" in f for f in failed),
+        "bspline": sum("bspline" in f for f in failed),
+    }
     metrics.update(
         task="registration",
         pairing=settings.get("pairing", "known"),
@@ -158,7 +175,7 @@ def evaluate_stage(
         outputs["provenance"],
         rule="evaluate_registration",
         inputs=[inputs["pairs"], inputs["splits"], *inputs["models"]],
-        outputs=[outputs[k] for k in ("per_pair", "metrics", "checkerboard", "jacobian", "summary")],
+        outputs=[outputs[k] for k in ("per_pair", "metrics", "fields", "checkerboard", "jacobian", "summary")],
         params={"registration": settings, "models": models},
         seed=seed,
         started=started,

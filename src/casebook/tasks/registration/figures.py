@@ -105,3 +105,59 @@ def plot_metrics(metrics: dict[str, Any], title: str, path: str | Path) -> None:
             ax.set_yscale("log")
     fig.suptitle(f"{title} (bars: mean, whiskers: {100 * metrics['ci_level']:.0f}% CI over patients)", fontsize=10)
     save_figure(fig, path)
+
+
+def plot_ef_agreement(table, reference: str, title: str, path: str | Path) -> None:
+    """Each method's ejection fraction against the reference labels' (left) and their
+    Bland-Altman plot (right: difference against mean, bias and 95% limits dashed)."""
+    methods = [m for m in table["method"].unique() if m != reference]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2), layout="constrained")
+    colours = plt.get_cmap("tab10")(np.arange(len(methods)))
+    for colour, method in zip(colours, methods):
+        rows = table[table["method"] == method]
+        ef, ref = rows["ef_percent"].to_numpy(), rows["reference_ef_percent"].to_numpy()
+        left.scatter(ref, ef, color=colour, label=method, s=18)
+        mean, diff = (ef + ref) / 2, ef - ref
+        right.scatter(mean, diff, color=colour, s=18)
+        bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
+        for value, style in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
+            right.axhline(value, color=colour, linestyle=style, linewidth=0.8)
+    span = [0, max(80.0, float(table["ef_percent"].max()) + 5)]
+    left.plot(span, span, color="grey", linewidth=0.8)
+    left.set_xlabel("reference EF (%)")
+    left.set_ylabel("tracked EF (%)")
+    left.legend(fontsize=8)
+    right.set_xlabel("mean of tracked and reference EF (%)")
+    right.set_ylabel("tracked minus reference (points)")
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_cine(pairs: Pairs, tracked: dict[str, np.ndarray], title: str, path: str | Path) -> None:
+    """One test cine's mid-ventricular slice over the cycle, one row per tracking method:
+    the frame with the reference blood pool and myocardium outlined (yellow) and the
+    end-diastolic labels the method warped there (cyan)."""
+    patient = sorted(set(pairs.patient))[0]
+    mine = np.flatnonzero(pairs.patient == patient)
+    slice_ = int(pairs.slice[mine][np.argmax([(pairs.moving_label[i] == 1).sum() for i in mine])])
+    rows_of = [i for i in mine if pairs.slice[i] == slice_]
+    rows_of.sort(key=lambda i: pairs.frame[i])
+    methods = [m for m in tracked if np.any(tracked[m][rows_of] != pairs.moving_label[rows_of])] or list(tracked)
+    frames = [(0, pairs.moving[rows_of[0]], pairs.moving_label[rows_of[0]], {m: pairs.moving_label[rows_of[0]] for m in methods})]
+    frames += [(int(pairs.frame[i]), pairs.fixed[i], pairs.fixed_label[i], {m: tracked[m][i] for m in methods}) for i in rows_of]
+    fig, axes = plt.subplots(
+        len(methods), len(frames), figsize=(1.6 * len(frames), 1.8 * len(methods)), squeeze=False, layout="constrained"
+    )
+    for r, method in enumerate(methods):
+        for c, (frame, image, truth, warped) in enumerate(frames):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.contour(truth, levels=[0.5, 1.5], colors="yellow", linewidths=0.6)
+            ax.contour(warped[method], levels=[0.5, 1.5], colors="cyan", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {frame}", fontsize=8)
+        axes[r, 0].set_ylabel(method, fontsize=8)
+    fig.suptitle(f"{title} ({patient}, slice {slice_}; yellow: reference, cyan: tracked)", fontsize=9)
+    save_figure(fig, path)

@@ -12,6 +12,9 @@ From each ingested volume, ``slices`` central axial slices of one channel are ta
   training image (``registration.atlas``, else fold 0's first).
 * ``pairwise``: each image to the next one of its part (each fold's validation images,
   and the test images), so that no pair joins a training patient to a held-out one.
+* ``cine``: each patient's images are the frames of a cine (manifest column ``frame``);
+  the end-diastolic frame is registered to every other frame, and its labels warped to
+  a frame track the ventricle there (:mod:`.cine`).
 
 Inter-patient pairs have no true field (NaN). ``pairs.npz`` keeps the patient and image
 id of each moving image, so the split's parts and the patient bootstrap apply.
@@ -46,8 +49,9 @@ class PairError(ValueError):
 class Pairs:
     """Registration pairs, one row per pair: images (N, rows, columns) in [0, 1],
     label maps and the fixed brain mask on the same grid, the true field (N, 2, rows,
-    columns; pixels, :mod:`.fields` convention), the pixel spacing (N, 2; mm, rows and
-    columns), and the patient and image of each pair."""
+    columns; pixels, :mod:`.fields` convention; NaN when unknown), the pixel spacing (N,
+    2; mm, rows and columns), the patient and image of each (moving) image, and where
+    the slice lies."""
 
     moving: np.ndarray
     fixed: np.ndarray
@@ -58,6 +62,10 @@ class Pairs:
     spacing: np.ndarray
     patient: np.ndarray
     image_id: np.ndarray
+    #: the slice index of each pair, its thickness (mm) and, for a cine, the fixed frame (else -1)
+    slice: np.ndarray
+    thickness: np.ndarray
+    frame: np.ndarray
 
     def __len__(self) -> int:
         return len(self.patient)
@@ -125,10 +133,13 @@ def image_slices(data_dir: Path, row: Any, settings: dict[str, Any]) -> list[dic
     fixed_channel = settings.get("fixed_channel")
     fixed_channel = channel if fixed_channel is None else int(fixed_channel)
     moving_vol, spacing = _volume(data_dir / row.image, row.image_id, channel, "channel")
+    thickness = float(sitk.ReadImage(str(data_dir / row.image)).GetSpacing()[2])
     fixed_vol = moving_vol if fixed_channel == channel else _volume(data_dir / row.image, row.image_id, fixed_channel, "fixed_channel")[0]
     moving_vol, fixed_vol = _scaled(moving_vol), _scaled(fixed_vol)
     labels = _label_volume(data_dir, row, "mask", moving_vol.shape, "the warped labels are scored")
-    roi = _label_volume(data_dir, row, "roi", moving_vol.shape, "the field error is taken inside the brain mask")
+    # the field error is taken inside the brain (or body) mask, else inside the labels
+    has_roi = isinstance(getattr(row, "roi", ""), str) and getattr(row, "roi", "")
+    roi = _label_volume(data_dir, row, "roi", moving_vol.shape, "") if has_roi else (labels > 0).astype(np.uint8)
     size = settings.get("size")
     size = None if size is None else int(size)
     out = []
@@ -142,11 +153,42 @@ def image_slices(data_dir: Path, row: Any, settings: dict[str, Any]) -> list[dic
                 "roi": _resized(roi[z], size, 0),
                 "spacing": np.asarray(spacing if size is None else (spacing[0] * shape[0] / size, spacing[1] * shape[1] / size)),
                 "slice": z,
+                "thickness": thickness,
+                "frame": int(getattr(row, "frame", -1) if str(getattr(row, "frame", "")).strip() else -1),
                 "patient": row.patient_id,
                 "image_id": row.image_id,
                 "file": data_dir / row.image,
             }
         )
+    return out
+
+
+def _where(moving: dict[str, Any], frame: int) -> dict[str, Any]:
+    return {key: moving[key] for key in ("spacing", "patient", "image_id", "slice", "thickness")} | {"frame": frame}
+
+
+def cine_pairs(slices: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each cine's end-diastolic frame (frame 0) to every other frame, slice by slice:
+    the ED labels warped to a frame track the ventricle there. The manifest's ``frame``
+    column orders a patient's images; a cine whose frames are not 0 to n - 1 once each is
+    refused, naming the patient."""
+    cines: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for image in slices.values():
+        first = image[0]
+        if first["frame"] < 0:
+            raise PairError(f"{first['image_id']}: no 'frame' in the manifest; registration.pairing cine needs one per image")
+        frames = cines.setdefault(first["patient"], {})
+        if first["frame"] in frames:
+            raise PairError(
+                f"patient {first['patient']}: frame {first['frame']} twice ({frames[first['frame']][0]['image_id']}, {first['image_id']})"
+            )
+        frames[first["frame"]] = image
+    out = []
+    for patient, frames in sorted(cines.items()):
+        if sorted(frames) != list(range(len(frames))) or len(frames) < 2:
+            raise PairError(f"patient {patient}: cine frames {sorted(frames)}; need 0 (end diastole) to n - 1, each once")
+        for f in range(1, len(frames)):
+            out += [patient_pair(ed, other) for ed, other in zip(frames[0], frames[f])]
     return out
 
 
@@ -163,9 +205,7 @@ def known_pair(moving: dict[str, Any], deformation: dict[str, float], seed: int)
         "fixed_label": warp_array(moving["label"], ddf, labels=True),
         "fixed_roi": warp_array(moving["roi"], ddf, labels=True),
         "true_ddf": ddf,
-        "spacing": moving["spacing"],
-        "patient": moving["patient"],
-        "image_id": moving["image_id"],
+        **_where(moving, frame=-1),
     }
 
 
@@ -185,9 +225,7 @@ def patient_pair(moving: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any
         "fixed_label": fixed["label"],
         "fixed_roi": fixed["roi"],
         "true_ddf": np.full((2, *moving["image"].shape), np.nan, np.float32),
-        "spacing": moving["spacing"],
-        "patient": moving["patient"],
-        "image_id": moving["image_id"],
+        **_where(moving, frame=fixed["frame"]),
     }
 
 
@@ -213,6 +251,8 @@ def make_pairs(
     ``atlas`` (every other image's slice to the atlas image's same slice) or ``pairwise``
     (each image to the next one of its group, :func:`pairing_groups`)."""
     pairing = settings.get("pairing", "known")
+    if pairing == "cine":
+        return cine_pairs(slices)
     if pairing == "known":
         deformation = {**DEFORMATION, **(settings.get("deformation") or {})}
         return [known_pair(s, deformation, seed) for image in slices.values() for s in image]
@@ -231,7 +271,7 @@ def make_pairs(
                 if partner != image_id:
                     out += [patient_pair(s, f) for s, f in zip(slices[image_id], slices[partner])]
         return out
-    raise PairError(f"unknown registration.pairing {pairing!r}; choose known, atlas or pairwise")
+    raise PairError(f"unknown registration.pairing {pairing!r}; choose known, atlas, pairwise or cine")
 
 
 def simulate_pairs(data_dir: str | Path, settings: dict[str, Any], seed: int, splits: dict[str, Any] | None = None) -> Pairs:
