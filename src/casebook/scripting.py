@@ -117,14 +117,18 @@ def _made_outputs(snakemake: Any) -> list[str]:
 
 
 def _limit_threads(threads: int) -> None:
-    """Keep torch within the job's ``threads``: on a shared node, more threads than
-    cores makes OpenMP spin and slows every job down (seen: 40x slower epochs).
+    """Keep torch and ITK within the job's ``threads``: on a shared node, more threads
+    than cores makes OpenMP spin and slows every job down (seen: 40x slower epochs).
 
     A job that never uses torch must not pay for importing it (seconds per job): the
     OpenMP variables bound a torch imported later, and one already imported is told."""
     threads = max(1, int(threads))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    # ITK (SimpleITK's filters and registration) uses every core unless told, like OpenMP
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         os.environ[var] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+    itk = sys.modules.get("SimpleITK")
+    if itk is not None:
+        itk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 import torch
 
 from casebook import provenance
@@ -94,15 +95,21 @@ def score_pairs(pairs: Pairs, methods: dict[str, Callable], labels: list[int]) -
 def summarize(table: pd.DataFrame, models: list[str], *, n_boot: int, level: float, seed: int) -> dict[str, Any]:
     """Each method's mean metrics with CIs; each model against the unregistered pair and
     the baseline (when run), paired over patients; the baseline's time over each model's."""
-    wide = {m: rows.sort_values("pair") for m, rows in table.groupby("method", sort=False)}
+    wide = {m: rows.sort_values("pair").reset_index(drop=True) for m, rows in table.groupby("method", sort=False)}
     patients = wide[UNREGISTERED]["patient_id"].to_numpy()
-    # inter-patient pairs have no true field, hence no field error
-    present = [k for k in METRICS if np.isfinite(table[k]).all()]
-    methods = {m: {k: mean_ci(w[k].to_numpy(), patients, n_boot, level, seed) for k in present} for m, w in wide.items()}
+    # a metric is taken over the pairs where every method has it: no Dice where the fixed
+    # slice has none of the labels, no field error for inter-patient pairs (no true field)
+    scored = {k: np.logical_and.reduce([np.isfinite(w[k].to_numpy()) for w in wide.values()]) for k in METRICS}
+    present = [k for k in METRICS if scored[k].any()]
+
+    def values(method: str, k: str) -> np.ndarray:
+        return wide[method][k].to_numpy()[scored[k]]
+
+    methods = {m: {k: mean_ci(values(m, k), patients[scored[k]], n_boot, level, seed) for k in present} for m in wide}
     against = [UNREGISTERED] + ([BASELINE] if BASELINE in wide else [])
     comparisons = {
         model: {
-            other: {k: paired_difference(wide[model][k].to_numpy(), wide[other][k].to_numpy(), patients, n_boot=n_boot, level=level, seed=seed)
+            other: {k: paired_difference(values(model, k), values(other, k), patients[scored[k]], n_boot=n_boot, level=level, seed=seed)
                     for k in ("dice", "hd95", "field_error_mm") if k in present}
             for other in against
         }
@@ -114,6 +121,7 @@ def summarize(table: pd.DataFrame, models: list[str], *, n_boot: int, level: flo
         "comparisons": comparisons,
         "baseline_time_over_model_time": speedup,
         "metrics": present,
+        "n_pairs_scored": {k: int(scored[k].sum()) for k in present},
         "ci_level": level,
         "n_bootstrap": n_boot,
         "ci_method": "percentile bootstrap over patients",
@@ -164,9 +172,10 @@ def evaluate_stage(
         labels={str(k): v for k, v in labels.items()},
         n_test_pairs=len(test),
         n_test_patients=int(len(set(test.patient))),
+        threads={"torch": torch.get_num_threads(), "itk": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()},
     )
     write_json(outputs["metrics"], metrics)
-    example = int(table[table["method"] == UNREGISTERED]["dice"].to_numpy().argmin())  # the worst-aligned pair shows most
+    example = int(np.nanargmin(table[table["method"] == UNREGISTERED]["dice"].to_numpy()))  # the worst-aligned pair shows most
     figures.plot_checkerboards(test, fields, example, f"{title}: test pair {test.image_id[example]}", outputs["checkerboard"])
     known = {"true field": test.true_ddf} if np.isfinite(test.true_ddf).all() else {}
     figures.plot_jacobians({**known, **fields}, example, f"{title}: Jacobian determinant", outputs["jacobian"])
