@@ -6,7 +6,7 @@ from casebook.tasks.registration.cine import ejection_fraction_stage
 with logged(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     ejection_fraction_stage(
-        {"pairs": sm.input.pairs, "fields": sm.input.fields, "splits": sm.input.splits},
+        {"pairs": sm.input.pairs, "fields": sm.input.fields, "splits": sm.input.splits, "data": sm.input.data},
         dict(sm.output.items()),
         sm.params.registration,
         sm.params.title,

@@ -98,6 +98,8 @@ def test_the_cine_is_tracked_and_its_ejection_fraction_scored(registration_run):
     # the unregistered pair carries the end-diastolic labels unchanged: no ejection at all
     assert (table[table["method"] == "unregistered"]["ef_percent"] == 0).all()
     assert ef["methods"]["simpleitk"]["mae"]["mean"] < ef["methods"]["unregistered"]["mae"]["mean"]
+    assert set(ef["against_drawn_ef"]) == METHODS | {"reference labels"}
+    assert ef["against_drawn_ef"]["reference labels"]["mae"]["mean"] < 5
     for figure in ("ejection_fraction", "cine_tracking"):
         assert (results / f"figures/{figure}.png").stat().st_size > 10_000, figure
 

@@ -89,6 +89,7 @@ rule cine_ejection_fraction:
         pairs="results/{cs}/registration/pairs.npz",
         fields="results/{cs}/registration/fields.npz",
         splits="results/{cs}/split/splits.json",
+        data="results/{cs}/data",
     output:
         table="results/{cs}/registration/ejection_fraction.tsv",
         metrics="results/{cs}/registration/ejection_fraction.json",

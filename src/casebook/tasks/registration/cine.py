@@ -5,12 +5,14 @@ Each method's fields warp the end-diastolic (ED) labels of every slice to every 
 sum over slices of its area times the slice thickness (Simpson's method of discs, as
 short-axis cine MRI is read). EDV is the ED frame's, ESV the smallest tracked one, and
 EF = (EDV - ESV) / EDV. The reference is the same computation on the generator's own
-labels of every frame (what a perfect tracker gives); agreement is shown as Bland and
-Altman did (mean difference and limits of agreement, 1.96 SD), and the mean absolute
-error carries a bootstrap CI over patients."""
+labels of every frame (what a perfect tracker gives); where the data carry the EF a
+generator drew (the whole ventricle's), every method and the reference are also compared
+with it. Agreement is shown as Bland and Altman did (mean difference and limits of
+agreement, 1.96 SD), and the mean absolute error carries a bootstrap CI over patients."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from casebook import provenance
 from casebook.analysis.stats import mean_ci
 from casebook.fileio import atomic_path, read_json, write_json
+from casebook.layout import read_manifest
 from casebook.tasks.registration import figures
 from casebook.tasks.registration.fields import warp
 from casebook.tasks.registration.pairs import Pairs, load_pairs
@@ -72,12 +75,25 @@ def agreement(ef: np.ndarray, reference: np.ndarray, patients: np.ndarray, *, n_
     }
 
 
+def drawn_ef(data_dir: str | Path) -> pd.Series | None:
+    """The EF (%) a generator drew per patient (the manifest's ``ef_percent`` column of
+    the end-diastolic frames), None when the data have no such column."""
+    manifest = read_manifest(Path(data_dir) / "manifest.tsv", check_files=False)
+    if "ef_percent" not in manifest.columns or "frame" not in manifest.columns:
+        return None
+    ed = manifest[manifest["frame"].astype(str) == "0"]
+    return pd.to_numeric(ed.set_index("patient_id")["ef_percent"], errors="coerce").dropna()
+
+
 def ejection_fraction_stage(
     inputs: dict[str, str], outputs: dict[str, str], settings: dict[str, Any], title: str, seed: int, wildcards=None
 ) -> dict[str, Any]:
-    """The rule: every method's EF on the test cines against the reference labels'."""
+    """The rule: every method's EF on the test cines against the reference labels', and
+    against the EF the generator drew where the data have it (the whole ventricle's,
+    where the reference covers only the slices registered)."""
     started, code = provenance.now(), provenance.code_state()
     test = load_pairs(inputs["pairs"], read_json(inputs["splits"])["test"])
+    drawn = drawn_ef(inputs["data"])
     with np.load(inputs["fields"]) as data:
         fields = {name: data[name] for name in data.files}
     reference = ejection_fractions(frame_volumes(test, test.fixed_label)).set_index("patient_id")
@@ -88,32 +104,33 @@ def ejection_fraction_stage(
         ef = ejection_fractions(frame_volumes(test, warped)).set_index("patient_id")
         tables.append(ef.assign(method=method, reference_ef_percent=reference["ef_percent"]).reset_index())
     table = pd.concat(tables + [reference.assign(method=REFERENCE, reference_ef_percent=reference["ef_percent"]).reset_index()])
+    if drawn is not None:
+        table["drawn_ef_percent"] = table["patient_id"].map(drawn)
     with atomic_path(outputs["table"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
     n_boot, level = int(settings.get("n_bootstrap", 1000)), float(settings.get("ci_level", 0.95))
-    methods = {}
-    for method, rows in table[table["method"] != REFERENCE].groupby("method", sort=False):
-        methods[method] = agreement(
-            rows["ef_percent"].to_numpy(),
-            rows["reference_ef_percent"].to_numpy(),
-            rows["patient_id"].to_numpy(),
-            n_boot=n_boot,
-            level=level,
-            seed=seed,
-        )
+    methods, against_drawn = {}, {}
+    for method, rows in table.groupby("method", sort=False):
+        ef, patients = rows["ef_percent"].to_numpy(), rows["patient_id"].to_numpy()
+        if method != REFERENCE:
+            methods[method] = agreement(ef, rows["reference_ef_percent"].to_numpy(), patients, n_boot=n_boot, level=level, seed=seed)
+        if drawn is not None:
+            against_drawn[method] = agreement(ef, rows["drawn_ef_percent"].to_numpy(), patients, n_boot=n_boot, level=level, seed=seed)
     metrics = {
         "methods": methods,
         "n_patients": int(len(reference)),
         "ci_level": level,
         "reference": "EF of the generator's labels of every frame, same slices",
     }
+    if drawn is not None:
+        metrics["against_drawn_ef"] = against_drawn
     write_json(outputs["metrics"], metrics)
     figures.plot_ef_agreement(table, REFERENCE, f"{title}: ejection fraction of {len(reference)} test cines", outputs["agreement"])
     figures.plot_cine(test, tracked, f"{title}: tracked blood pool", outputs["strip"])
     provenance.write_record(
         outputs["provenance"],
         rule="cine_ejection_fraction",
-        inputs=[inputs["pairs"], inputs["splits"], inputs["fields"]],
+        inputs=[inputs["pairs"], inputs["splits"], inputs["fields"], inputs["data"]],
         outputs=[outputs[k] for k in ("table", "metrics", "agreement", "strip")],
         params={"registration": settings},
         seed=seed,
