@@ -67,12 +67,14 @@ def medmnist_workdir(tmp_path: Path, *, url: str, md5: str, dataset: dict | None
     return workdir
 
 
-def test_download_from_http_then_whole_pipeline(tmp_path, http_root):
+def test_download_from_http_then_ingest_train_and_evaluate(tmp_path, http_root):
+    # up to one model's test metrics: the rest of the DAG on downloaded real-format data
+    # (explanation, robustness, figures, the report) is test_workflow_realdata's DICOM run
     root, base = http_root
     payload = tiny_medmnist_npz()
     (root / "tinymnist.npz").write_bytes(payload)
     workdir = medmnist_workdir(tmp_path, url=f"{base}/tinymnist.npz", md5=hashlib.md5(payload).hexdigest())
-    snakemake(workdir)
+    snakemake(workdir, "results/tiny_medmnist/evaluation/densenet_small/fold_0/metrics.json")
     assert (workdir / "resources/tinymnist/tinymnist.npz").read_bytes() == payload
     manifest = pd.read_csv(workdir / "results/tiny_medmnist/data/manifest.tsv", sep="\t")
     assert manifest["source_split"].value_counts().to_dict() == {"train": 40, "test": 24, "val": 16}
