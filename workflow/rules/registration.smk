@@ -1,8 +1,10 @@
 # Task family "registration" (casebook.tasks.registration): central slices of the
-# ingested volumes, each deformed by a known random field into its fixed image; MONAI's
+# ingested volumes, paired (each with its copy deformed by a known random field, with an
+# atlas, with another patient, or a cine's end diastole with its other frames); MONAI's
 # VoxelMorph, LocalNet and GlobalNet learn to register the pairs unsupervised, and every
 # method, SimpleITK's affine then B-spline baseline included, is scored on the test
-# pairs. Its hooks for the shared rules (train, targets), then its own rules.
+# pairs; a cine's tracked labels give its ejection fraction. Its hooks for the shared
+# rules (train, targets), then its own rules.
 
 
 def registration_settings(cs):

@@ -46,9 +46,9 @@ def plot_checkerboards(pairs: Pairs, fields: dict[str, np.ndarray], index: int, 
     for row, (method, ddf) in enumerate(fields.items()):
         warped = warp_array(pairs.moving[index].astype(np.float32), ddf[index])
         axes[row, 0].imshow(warped, cmap="gray", vmin=0, vmax=1)
-        axes[row, 0].contour(
-            pairs.fixed_label[index], levels=np.unique(pairs.fixed_label[index])[1:] - 0.5, colors="yellow", linewidths=0.4
-        )
+        levels = np.unique(pairs.fixed_label[index])[1:] - 0.5
+        if len(levels):  # a slice without labels has no outline
+            axes[row, 0].contour(pairs.fixed_label[index], levels=levels, colors="yellow", linewidths=0.4)
         axes[row, 0].set_ylabel(method, fontsize=9)
         axes[row, 1].imshow(checkerboard(fixed, warped), cmap="gray", vmin=0, vmax=1)
         shown = axes[row, 2].imshow(warped - fixed, cmap="RdBu_r", vmin=-0.5, vmax=0.5)

@@ -74,7 +74,9 @@ class Pairs:
         return Pairs(**{name: value[keep] for name, value in vars(self).items()})
 
 
-def _volume(path: Path, image_id: str, channel: int, key: str) -> tuple[np.ndarray, tuple[float, float]]:
+def _volume(path: Path, image_id: str, channel: int, key: str) -> tuple[np.ndarray, tuple[float, float], float]:
+    """One channel of a 3D image (z, y, x), its in-plane spacing (rows, columns; mm) and
+    its slice thickness (mm)."""
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image).astype(np.float64)  # z, y, x (, channel)
     if array.ndim == 4:
@@ -86,7 +88,7 @@ def _volume(path: Path, image_id: str, channel: int, key: str) -> tuple[np.ndarr
     if not np.isfinite(array).all():
         raise PairError(f"{image_id} ({path}): non-finite voxels in channel {channel}")
     spacing = image.GetSpacing()
-    return array, (float(spacing[1]), float(spacing[0]))
+    return array, (float(spacing[1]), float(spacing[0])), float(spacing[2])
 
 
 def _scaled(volume: np.ndarray) -> np.ndarray:
@@ -132,8 +134,7 @@ def image_slices(data_dir: Path, row: Any, settings: dict[str, Any]) -> list[dic
     channel = int(settings.get("channel", 0))
     fixed_channel = settings.get("fixed_channel")
     fixed_channel = channel if fixed_channel is None else int(fixed_channel)
-    moving_vol, spacing = _volume(data_dir / row.image, row.image_id, channel, "channel")
-    thickness = float(sitk.ReadImage(str(data_dir / row.image)).GetSpacing()[2])
+    moving_vol, spacing, thickness = _volume(data_dir / row.image, row.image_id, channel, "channel")
     fixed_vol = moving_vol if fixed_channel == channel else _volume(data_dir / row.image, row.image_id, fixed_channel, "fixed_channel")[0]
     moving_vol, fixed_vol = _scaled(moving_vol), _scaled(fixed_vol)
     labels = _label_volume(data_dir, row, "mask", moving_vol.shape, "the warped labels are scored")
