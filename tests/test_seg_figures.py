@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from casebook.analysis.stats import bland_altman
 from casebook.tasks.segmentation.figures import (
     comparison_table,
     plot_bland_altman,
@@ -14,7 +15,7 @@ from casebook.tasks.segmentation.figures import (
     plot_comparison_table,
     plot_overlays,
 )
-from casebook.tasks.segmentation.metrics import bland_altman, summarize_cases
+from casebook.tasks.segmentation.metrics import summarize_cases
 
 LABELS = {0: "background", 1: "necrosis", 2: "oedema", 3: "unused", 4: "enhancing"}
 

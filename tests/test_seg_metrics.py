@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from casebook.analysis.stats import bland_altman
 from casebook.tasks.segmentation.metrics import (
     CASE_METRICS,
-    bland_altman,
     case_metrics,
     default_regions,
     summarize_cases,

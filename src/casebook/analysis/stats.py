@@ -327,3 +327,23 @@ def paired_difference(
     return paired_bootstrap_test(
         constant, a, b, np.asarray(groups), statistic=_mean, n_boot=n_boot, seed=seed, level=level, skip_single_class=False
     )
+
+
+def bland_altman(true_ml: np.ndarray, pred_ml: np.ndarray) -> dict:
+    """Agreement of predicted and true values (Bland and Altman; volumes in ml, an ejection
+    fraction in points); differences are pred - true.
+
+    ``bias`` is the mean difference (positive: the model over-segments), ``sd`` its sample
+    SD, the limits of agreement bias -/+ 1.96 sd. ``pearson_r`` is of pred vs true, NaN
+    when either has fewer than 2 distinct values (the correlation is undefined).
+    """
+    true_ml, pred_ml = np.asarray(true_ml, dtype=float), np.asarray(pred_ml, dtype=float)
+    keep = ~(np.isnan(true_ml) | np.isnan(pred_ml))
+    true_ml, pred_ml = true_ml[keep], pred_ml[keep]
+    diff = pred_ml - true_ml
+    n = int(diff.size)
+    bias = float(diff.mean()) if n else float("nan")
+    sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
+    distinct = min(np.unique(true_ml).size, np.unique(pred_ml).size)
+    r = float(stats.pearsonr(true_ml, pred_ml).statistic) if distinct >= 2 else float("nan")
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd, "n": n, "pearson_r": r}

@@ -24,11 +24,10 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from casebook.layout import Record
-from casebook.synthetic.patients import IDENTITY_DIRECTION, array_checksum, checked_geometry
+from casebook.synthetic.patients import IDENTITY_DIRECTION, array_checksum, checked_geometry, volume_images
 from casebook.synthetic.primitives import Range, uniform
 
 LABEL_NAMES = {0: "background", 1: "LV blood pool", 2: "LV myocardium"}
@@ -129,12 +128,7 @@ def generate_cardiac_cine(
             label = np.zeros((nz, ny, nx), np.uint8)
             label[wall] = 2
             label[blood] = 1
-            sitk_image = sitk.GetImageFromArray(image)
-            sitk_label = sitk.GetImageFromArray(label)
-            for im in (sitk_image, sitk_label):
-                im.SetSpacing(spacing)
-                im.SetOrigin(origin)
-                im.SetDirection(IDENTITY_DIRECTION)
+            sitk_image, sitk_label, _ = volume_images(image[None], label, None, spacing, origin)
             yield Record(
                 image_id=f"{cine_id}_f{f:02d}",
                 patient_id=cine_id,

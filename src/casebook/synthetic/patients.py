@@ -75,7 +75,8 @@ def checked_fraction(name: str, value: float) -> float:
 
 
 def volume_images(image_czyx: np.ndarray, label: np.ndarray, roi: np.ndarray, spacing, origin):
-    """SimpleITK images on one grid: the (vector) image, the label map and the roi."""
+    """SimpleITK images on one grid: the (vector) image, the label map and the roi (None
+    when ``roi`` is)."""
     if image_czyx.shape[0] == 1:
         image = sitk.GetImageFromArray(image_czyx[0])
     else:
@@ -85,8 +86,9 @@ def volume_images(image_czyx: np.ndarray, label: np.ndarray, roi: np.ndarray, sp
     image.SetDirection(IDENTITY_DIRECTION)
     masks = []
     for array in (label, roi):
-        mask = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8))
-        mask.CopyInformation(image)
+        mask = None if array is None else sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8))
+        if mask is not None:
+            mask.CopyInformation(image)
         masks.append(mask)
     return image, masks[0], masks[1]
 

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from casebook import provenance
-from casebook.analysis.stats import mean_ci
-from casebook.fileio import atomic_path, read_json, write_json
+from casebook.analysis.stats import bland_altman, mean_ci
+from casebook.fileio import atomic_path, json_safe, read_json, write_json
 from casebook.layout import read_manifest
 from casebook.tasks.registration import figures
 from casebook.tasks.registration.fields import warp
@@ -64,14 +64,13 @@ def ejection_fractions(volumes: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(ef: np.ndarray, reference: np.ndarray, patients: np.ndarray, *, n_boot: int, level: float, seed: int) -> dict[str, Any]:
-    """Bland-Altman statistics of EF against the reference (points), and the mean
-    absolute error with its bootstrap CI over patients."""
-    diff = np.asarray(ef) - np.asarray(reference)
-    sd = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+    """Bland-Altman statistics of EF against the reference (points; no limits for one
+    patient), and the mean absolute error with its bootstrap CI over patients."""
+    stats = bland_altman(np.asarray(reference, dtype=float), np.asarray(ef, dtype=float))
     return {
-        "bias": float(diff.mean()),
-        "limits_of_agreement": [float(diff.mean() - 1.96 * sd), float(diff.mean() + 1.96 * sd)],
-        "mae": mean_ci(np.abs(diff), patients, n_boot, level, seed),
+        "bias": stats["bias"],
+        "limits_of_agreement": [stats["loa_low"], stats["loa_high"]],
+        "mae": mean_ci(np.abs(np.asarray(ef) - np.asarray(reference)), patients, n_boot, level, seed),
     }
 
 
@@ -124,8 +123,8 @@ def ejection_fraction_stage(
     }
     if drawn is not None:
         metrics["against_drawn_ef"] = against_drawn
-    write_json(outputs["metrics"], metrics)
-    figures.plot_ef_agreement(table, REFERENCE, f"{title}: ejection fraction of {len(reference)} test cines", outputs["agreement"])
+    write_json(outputs["metrics"], json_safe(metrics))
+    figures.plot_ef_agreement(table, methods, f"{title}: ejection fraction of {len(reference)} test cines", outputs["agreement"])
     figures.plot_cine(test, tracked, f"{title}: tracked blood pool", outputs["strip"])
     provenance.write_record(
         outputs["provenance"],

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
 from matplotlib.colors import ListedColormap, TwoSlopeNorm  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
@@ -31,10 +32,12 @@ _FOLD = ListedColormap(["red"])
 
 
 def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
-    """``a`` and ``b`` in alternating square tiles: edges that jump between tiles are misaligned."""
-    rows, cols = np.indices(a.shape)
-    mask = ((rows * tiles // a.shape[0]) + (cols * tiles // a.shape[1])) % 2 == 0
-    return np.where(mask, a, b)
+    """``a`` and ``b`` in alternating square tiles (SimpleITK's ``CheckerBoard``): edges
+    that jump between tiles are misaligned."""
+    board = sitk.CheckerBoard(
+        sitk.GetImageFromArray(np.asarray(a, np.float32)), sitk.GetImageFromArray(np.asarray(b, np.float32)), [tiles, tiles]
+    )
+    return sitk.GetArrayFromImage(board)
 
 
 def plot_checkerboards(pairs: Pairs, fields: dict[str, np.ndarray], index: int, title: str, path: str | Path) -> None:
@@ -107,21 +110,22 @@ def plot_metrics(metrics: dict[str, Any], title: str, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_ef_agreement(table, reference: str, title: str, path: str | Path) -> None:
+def plot_ef_agreement(table, agreement: dict[str, dict], title: str, path: str | Path) -> None:
     """Each method's ejection fraction against the reference labels' (left) and their
-    Bland-Altman plot (right: difference against mean, bias and 95% limits dashed)."""
-    methods = [m for m in table["method"].unique() if m != reference]
+    Bland-Altman plot (right: difference against mean; ``agreement``'s bias solid, its
+    limits of agreement dashed)."""
+    methods = list(agreement)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2), layout="constrained")
     colours = plt.get_cmap("tab10")(np.arange(len(methods)))
     for colour, method in zip(colours, methods):
         rows = table[table["method"] == method]
         ef, ref = rows["ef_percent"].to_numpy(), rows["reference_ef_percent"].to_numpy()
         left.scatter(ref, ef, color=colour, label=method, s=18)
-        mean, diff = (ef + ref) / 2, ef - ref
-        right.scatter(mean, diff, color=colour, s=18)
-        bias, sd = diff.mean(), diff.std(ddof=1) if len(diff) > 1 else 0.0
-        for value, style in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
-            right.axhline(value, color=colour, linestyle=style, linewidth=0.8)
+        right.scatter((ef + ref) / 2, ef - ref, color=colour, s=18)
+        stats = agreement[method]
+        for value, style in zip([stats["bias"], *stats["limits_of_agreement"]], ("-", "--", "--")):
+            if np.isfinite(value):  # one patient: no limits
+                right.axhline(value, color=colour, linestyle=style, linewidth=0.8)
     span = [0, max(80.0, float(table["ef_percent"].max()) + 5)]
     left.plot(span, span, color="grey", linewidth=0.8)
     left.set_xlabel("reference EF (%)")

@@ -135,6 +135,7 @@ def image_slices(data_dir: Path, row: Any, settings: dict[str, Any]) -> list[dic
     fixed_channel = settings.get("fixed_channel")
     fixed_channel = channel if fixed_channel is None else int(fixed_channel)
     moving_vol, spacing, thickness = _volume(data_dir / row.image, row.image_id, channel, "channel")
+    extent = _extent(data_dir / row.image)  # for inter-patient pairs: do the two overlap in space
     fixed_vol = moving_vol if fixed_channel == channel else _volume(data_dir / row.image, row.image_id, fixed_channel, "fixed_channel")[0]
     moving_vol, fixed_vol = _scaled(moving_vol), _scaled(fixed_vol)
     labels = _label_volume(data_dir, row, "mask", moving_vol.shape, "the warped labels are scored")
@@ -159,6 +160,7 @@ def image_slices(data_dir: Path, row: Any, settings: dict[str, Any]) -> list[dic
                 "patient": row.patient_id,
                 "image_id": row.image_id,
                 "file": data_dir / row.image,
+                "extent": extent,
             }
         )
     return out
@@ -216,7 +218,7 @@ def patient_pair(moving: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any
     who = f"{moving['image_id']} ({moving['file']}) and {fixed['image_id']} ({fixed['file']})"
     if moving["image"].shape != fixed["image"].shape or not np.allclose(moving["spacing"], fixed["spacing"]):
         raise PairError(f"{who}: slices of {moving['image'].shape} and {fixed['image'].shape} pixels; set registration.size")
-    a, b = _extent(moving["file"]), _extent(fixed["file"])
+    a, b = moving["extent"], fixed["extent"]
     if np.any(np.minimum(a[:, 1], b[:, 1]) <= np.maximum(a[:, 0], b[:, 0])):
         raise PairError(f"{who}: their physical extents {a.tolist()} and {b.tolist()} mm do not overlap")
     return {

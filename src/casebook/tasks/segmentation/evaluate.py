@@ -21,12 +21,13 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from casebook import provenance
+from casebook.analysis.stats import bland_altman
 from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.layout import geometry_mismatches, read_manifest
 from casebook.tasks.segmentation import figures
 from casebook.tasks.segmentation.inference import predict_probabilities
-from casebook.tasks.segmentation.metrics import CASE_METRICS, bland_altman, case_metrics, default_regions, summarize_cases
+from casebook.tasks.segmentation.metrics import CASE_METRICS, case_metrics, default_regions, summarize_cases
 from casebook.tasks.segmentation.preprocess import to_original
 from casebook.tasks.segmentation.train import load_seg_model
 
