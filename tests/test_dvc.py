@@ -70,6 +70,7 @@ def without_segmentation(repo: Path) -> None:
         "results/cxr_federated",
         "results/brain_registration",
         "results/cardiac_cine",
+        "results/lung_nodule_detection",
     )
 
     def drop(dvc_yaml):

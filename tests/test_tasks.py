@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_family_declares_exactly_the_networks_its_builder_knows() -> None:
     from casebook.tasks.classification.networks import NETWORKS
+    from casebook.tasks.detection.networks import KINDS as DETECTORS
     from casebook.tasks.registration.networks import NETWORKS as REGISTRATION_NETWORKS
     from casebook.tasks.restoration.networks import RESTORATION_NETWORKS
     from casebook.tasks.segmentation.networks import SEG_NETWORKS
@@ -26,6 +27,7 @@ def test_every_family_declares_exactly_the_networks_its_builder_knows() -> None:
     assert set(TASKS["segmentation"].networks) == set(SEG_NETWORKS)
     assert set(TASKS["restoration"].networks) == set(RESTORATION_NETWORKS)
     assert set(TASKS["registration"].networks) == set(REGISTRATION_NETWORKS)
+    assert set(TASKS["detection"].networks) == set(DETECTORS)
 
 
 def test_every_family_has_a_rules_file_a_stages_module_and_its_stages() -> None:
@@ -36,8 +38,8 @@ def test_every_family_has_a_rules_file_a_stages_module_and_its_stages() -> None:
 
 
 def test_an_unknown_task_names_the_case_study_and_the_known_tasks() -> None:
-    with pytest.raises(UnknownTask, match=r"config/casestudies/x\.yaml: unknown task 'detection'.*classification.*segmentation"):
-        family("detection", "config/casestudies/x.yaml")
+    with pytest.raises(UnknownTask, match=r"config/casestudies/x\.yaml: unknown task 'captioning'.*classification.*segmentation"):
+        family("captioning", "config/casestudies/x.yaml")
     with pytest.raises(ValueError, match="has no stage 'explain'"):
         stage("segmentation", "explain")
 
@@ -82,8 +84,8 @@ def test_planning_imports_no_torch_and_a_stage_only_its_family() -> None:
 
 def test_an_unknown_task_fails_planning_naming_the_file(tmp_path) -> None:
     study = yaml.safe_load((ROOT / "config" / "casestudies" / "pneumonia_cxr.yaml").read_text())
-    study["task"] = "detection"
-    path = tmp_path / "detection.yaml"
+    study["task"] = "captioning"
+    path = tmp_path / "captioning.yaml"
     path.write_text(yaml.safe_dump(study))
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(ROOT), "--snakefile", str(ROOT / "Snakefile"),
@@ -91,4 +93,4 @@ def test_an_unknown_task_fails_planning_naming_the_file(tmp_path) -> None:
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode != 0
-    assert f"{path}" in done.stdout + done.stderr and "unknown task 'detection'" in done.stdout + done.stderr
+    assert f"{path}" in done.stdout + done.stderr and "unknown task 'captioning'" in done.stdout + done.stderr

@@ -28,6 +28,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
+from casebook.boxes import BOXES_FILE, box_problems, read_boxes
 from casebook.fileio import read_json, write_json
 from casebook.layout import geometry_mismatches, read_manifest
 
@@ -96,12 +97,20 @@ def check_geometry(dataset_dir: str | Path) -> dict[str, Any]:
             n_checked += 1
             for prop, a, b in geometry_mismatches(image, _header(root / rel)):
                 problems.append(f"{row.image_id}: {col} {rel} {prop} {_fmt(b)} != image {row.image} {prop} {_fmt(a)}")
+    n_boxes = 0
+    if (root / BOXES_FILE).is_file():  # a detection data set: its boxes lie in their images
+        boxes = read_boxes(root / BOXES_FILE)
+        n_boxes = len(boxes)
+        headers = {row.image_id: _header(root / row.image) for row in manifest.itertuples(index=False)}
+        problems += box_problems(boxes, headers, str(root / BOXES_FILE))
     if problems:
         lines = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:
             lines.append(f"... and {len(problems) - MAX_REPORTED} more")
-        raise GeometryError(f"{root}: {len(problems)} geometry mismatch(es) between images and their masks / ROIs:\n" + "\n".join(lines))
-    return {"status": "ok", "n_images": int(len(manifest)), "n_checked": n_checked}
+        raise GeometryError(
+            f"{root}: {len(problems)} geometry mismatch(es) between images and their masks / ROIs / boxes:\n" + "\n".join(lines)
+        )
+    return {"status": "ok", "n_images": int(len(manifest)), "n_checked": n_checked, **({"n_boxes": n_boxes} if n_boxes else {})}
 
 
 # ------------------------------------------------------------------------ fingerprint

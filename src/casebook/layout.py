@@ -5,6 +5,7 @@ A dataset directory holds::
     images/<image_id>.nii.gz    one image per row (2D or 3D, spacing in the header)
     masks/<image_id>.nii.gz     optional lesion / ground-truth mask, same geometry
     rois/<image_id>.nii.gz      optional region of interest (a brain mask), same geometry
+    boxes.tsv                   optional boxes of findings, world mm (casebook.boxes)
     manifest.tsv                one row per image (see MANIFEST_COLUMNS)
     dataset.json                class names, dimensionality, modality, counts
 
@@ -25,6 +26,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
+from casebook.boxes import BOXES_FILE, Box, box_problems, boxes_frame
 from casebook.fileio import write_json
 
 MANIFEST_COLUMNS = [
@@ -83,6 +85,8 @@ class Record:
     #: where the image came from (a file), for error messages and the ingest log only:
     #: never written to the manifest or dataset.json, as a source path may name the patient
     source: str = ""
+    #: findings as boxes in world coordinates (casebook.boxes.Box), for detection data
+    boxes: list[Box] | None = None
 
 
 def _to_sitk(array: np.ndarray | sitk.Image, spacing: tuple[float, ...], origin=None, direction=None) -> sitk.Image:
@@ -356,12 +360,18 @@ def write_dataset(
     rows = []
     ndim = None  # spatial dimension of the last image written (None when there are none)
     replaced: dict[str, int] = {}  # image_id -> non-finite voxels replaced
+    boxes: list[Box] = []
+    has_boxes = False  # a detection data set: boxes.tsv even when no image has a finding
     try:
         for rec in tqdm(records, total=total, desc=f"ingest {out_dir.name}", unit="img"):
             row, ndim = _write_record(rec, tmp_dir, class_names, non_finite, replaced)
             rows.append(row)
+            boxes += _checked_boxes(rec, tmp_dir / row["image"])
+            has_boxes |= rec.boxes is not None
         manifest = _manifest(rows)
         manifest.to_csv(tmp_dir / "manifest.tsv", sep="\t", index=False)
+        if has_boxes:
+            boxes_frame(boxes).to_csv(tmp_dir / BOXES_FILE, sep="\t", index=False)
         dataset_info = _dataset_info(
             manifest,
             class_names=class_names,
@@ -380,6 +390,16 @@ def write_dataset(
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
     return manifest
+
+
+def _checked_boxes(rec: Record, image_path: Path) -> list[Box]:
+    """A record's boxes, each of its own image and with its centre inside it."""
+    boxes = list(rec.boxes or [])
+    problems = [f"{rec.image_id}: box of another image {b.image_id!r}" for b in boxes if b.image_id != rec.image_id]
+    problems += box_problems(boxes, {rec.image_id: sitk.ReadImage(str(image_path))} if boxes else {}, rec.source or rec.image_id)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return boxes
 
 
 def _attribute_columns(rec: Record) -> dict[str, str]:

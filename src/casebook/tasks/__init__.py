@@ -122,6 +122,17 @@ TASKS: dict[str, TaskFamily] = {
             train_keys=("similarity", "regularization"),
             stages=("train",),
         ),
+        TaskFamily(
+            name="detection",
+            description="findings as boxes (3D): a centre-point heatmap detector and a U-Net with connected components, scored by FROC and CPM (LUNA16)",
+            networks=("centre_point", "unet_components"),
+            sections=("detection",),
+            required=("models",),
+            selection_metric="val_cpm",
+            selection_label="CPM",
+            loss_label="focal heatmap + size L1 (centre_point); masked Dice + CE (unet_components)",
+            stages=("train",),
+        ),
     )
 }
 

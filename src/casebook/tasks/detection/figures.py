@@ -1,0 +1,107 @@
+"""Figures of the detection family: FROC curves with their bootstrap bands, test scans
+with hits, false positives and misses marked, and sensitivity by nodule size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
+
+from casebook.analysis.plotting import save_figure  # noqa: E402
+from casebook.boxes import Box  # noqa: E402
+from casebook.tasks.detection.froc import FP_RATES  # noqa: E402
+from casebook.tasks.detection.volumes import Volumes  # noqa: E402
+
+#: how each candidate outcome and each finding is drawn
+STYLE = {"hit": "yellow", "false positive": "red", "missed": "cyan", "excluded": "grey"}
+
+
+def plot_froc(per_model: dict[str, dict[str, Any]], title: str, path: str | Path) -> None:
+    """Sensitivity at each false-positive rate per model, with its bootstrap band; the
+    CPM and its interval in the legend."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    for name, m in per_model.items():
+        line = ax.plot(FP_RATES, m["sensitivity"], marker="o", label=f"{name}: CPM {m['cpm']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+        ax.fill_between(FP_RATES, m["sensitivity_ci_low"], m["sensitivity_ci_high"], color=line[0].get_color(), alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(FP_RATES, ["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("sensitivity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def _slice_of(volumes: Volumes, i: int, box: Box) -> int:
+    """The axial slice (array index) through a finding's centre."""
+    direction = volumes.direction[i].reshape(3, 3)
+    index = direction.T @ (np.asarray(box.centre) - volumes.origin[i]) / volumes.spacing[i]
+    return int(np.clip(np.rint(index[2]), 0, volumes.images[i].shape[0] - 1))
+
+
+def _to_pixel(volumes: Volumes, i: int, point: np.ndarray) -> np.ndarray:
+    direction = volumes.direction[i].reshape(3, 3)
+    return direction.T @ (np.asarray(point) - volumes.origin[i]) / volumes.spacing[i]
+
+
+def plot_overlays(
+    volumes: Volumes, boxes: Sequence[Sequence[Box]], cands: Sequence[Sequence[tuple]], title: str, path: str | Path, n: int = 4
+) -> None:
+    """Up to ``n`` test scans, each at the slice through its largest nodule: findings as
+    circles of their radius (cyan when missed, grey when excluded), candidates within
+    half a slice thickness as crosses (yellow hits, red false positives) with their scores."""
+    shown = [i for i, b in enumerate(boxes) if any(not x.excluded for x in b)][:n]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 3.5), squeeze=False, layout="constrained")
+    for ax, i in zip(axes[0], shown):
+        nodule = max((b for b in boxes[i] if not b.excluded), key=lambda b: b.diameter)
+        z = _slice_of(volumes, i, nodule)
+        ax.imshow(volumes.images[i][z], cmap="gray", vmin=0, vmax=1)
+        spacing = volumes.spacing[i]
+        for box in boxes[i]:
+            centre = _to_pixel(volumes, i, box.centre)
+            if abs(centre[2] - z) * spacing[2] > box.size[2] / 2:
+                continue
+            hit = any(np.linalg.norm(np.asarray(c) - np.asarray(box.centre)) <= box.diameter / 2 for _, c, _ in cands[i])
+            colour = STYLE["excluded"] if box.excluded else STYLE["hit"] if hit else STYLE["missed"]
+            ax.add_patch(Circle(centre[:2], box.diameter / 2 / spacing[0], fill=False, color=colour, lw=1.0, ls="-" if hit else "--"))
+        for score, centre, _ in cands[i]:
+            pixel = _to_pixel(volumes, i, centre)
+            if abs(pixel[2] - z) > 0.5:
+                continue
+            hit = any(np.linalg.norm(np.asarray(centre) - np.asarray(b.centre)) <= b.diameter / 2 for b in boxes[i])
+            colour = STYLE["hit"] if hit else STYLE["false positive"]
+            ax.plot(*pixel[:2], marker="x", color=colour, ms=5, mew=1.2)
+            ax.text(pixel[0] + 1, pixel[1] - 1, f"{score:.2f}", color=colour, fontsize=6)
+        ax.set_title(f"{volumes.ids[i]}, slice {z}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in STYLE.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_sensitivity_by_size(per_model: dict[str, dict[str, Any]], title: str, path: str | Path) -> None:
+    """Sensitivity per diameter bin and model at the operating point, nodules per bin below."""
+    names = list(per_model)
+    bins = per_model[names[0]]["sensitivity_by_size"]
+    x = np.arange(len(bins))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
+    for k, name in enumerate(names):
+        values = [r["sensitivity"] for r in per_model[name]["sensitivity_by_size"]]
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, np.nan_to_num(values), width, label=name)
+    ax.set_xticks(x, [f"{r['from_mm']:g}-{r['to_mm']:g} mm\n(n={r['nodules']})" for r in bins], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)

@@ -1,0 +1,241 @@
+"""Training a detector on the shared engine's epoch loop (:mod:`casebook.engine.loop`).
+
+The centre-point detector learns the heatmap by CenterNet's focal loss plus the L1 of
+its log sizes at the centres; the U-Net of ``unet_components`` learns the findings'
+ellipsoids by masked Dice plus weighted cross-entropy. Excluded findings weigh nothing.
+Volumes are flipped at random along every axis; with ``detection.patch`` set, each
+volume is cropped to a patch that holds a finding with probability
+``detection.positive_fraction``. The best epoch is the one with the highest CPM on the
+fold's validation volumes (:mod:`.froc`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import MaskedDiceLoss
+
+from casebook import provenance
+from casebook.engine import checkpoint
+from casebook.engine.loop import Trainer, run_epochs
+from casebook.engine.optim import make_optimizer, make_scheduler
+from casebook.engine.runtime import seed_everything, select_device
+from casebook.fileio import read_json
+from casebook.split import fold_split
+from casebook.tasks.detection.heatmap import box_masks, focal_loss, size_loss, targets
+from casebook.tasks.detection.networks import build_detector, candidates, divisor
+from casebook.tasks.detection.volumes import Volumes, load_volumes
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_cpm", "lr", "seconds"]
+
+
+def volume_targets(kind: str, volumes: Volumes) -> list[dict[str, np.ndarray]]:
+    """Every volume's image (1, *shape) with its targets."""
+    out = []
+    for image, boxes in zip(volumes.images, volumes.boxes):
+        nd = image.ndim
+        centres, sizes, excluded = boxes[:, :nd], boxes[:, nd : 2 * nd], boxes[:, 2 * nd] > 0.5
+        make = targets if kind == "centre_point" else box_masks
+        out.append({"image": image[None].astype(np.float32), **make(image.shape, centres, sizes, excluded)})
+    return out
+
+
+def _crop(item: dict[str, np.ndarray], centres: np.ndarray, patch: list[int] | None, positive: bool, rng: np.random.Generator):
+    """A patch of every array of ``item``: around a random finding when ``positive``."""
+    shape = item["image"].shape[1:]
+    if not patch or all(n <= p for n, p in zip(shape, patch)):
+        return item
+    size = np.minimum(patch, shape)
+    if positive and len(centres):
+        centre = centres[rng.integers(len(centres))] + rng.uniform(-0.3, 0.3, len(shape)) * size
+        start = np.clip(np.rint(centre - size / 2).astype(int), 0, np.array(shape) - size)
+    else:
+        start = np.array([rng.integers(0, n - s + 1) for n, s in zip(shape, size)])
+    region = (slice(None), *[slice(a, a + s) for a, s in zip(start, size)])
+    return {k: v[region] for k, v in item.items()}
+
+
+def _batch(items: list[dict[str, np.ndarray]], flips: np.ndarray) -> dict[str, torch.Tensor]:
+    """Stack the items, each flipped along the axes ``flips`` marks (sizes are symmetric)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for item, flip in zip(items, flips):
+        axes = tuple(1 + a for a in np.flatnonzero(flip))
+        for key, value in item.items():
+            out.setdefault(key, []).append(np.flip(value, axes) if axes else value)
+    try:
+        return {k: torch.from_numpy(np.ascontiguousarray(np.stack(v))) for k, v in out.items()}
+    except ValueError:
+        raise ValueError("volumes of different shapes cannot be batched: set detection.patch (or batch_size 1)") from None
+
+
+def detection_loss(kind: str, output: torch.Tensor, batch: dict[str, torch.Tensor], dice: MaskedDiceLoss) -> torch.Tensor:
+    if kind == "centre_point":
+        return focal_loss(output[:, :1], batch["heatmap"], batch["weight"]) + size_loss(output[:, 1:], batch["size"], batch["centres"])
+    label = batch["label"].long()
+    ce = (F.cross_entropy(output, label[:, 0], reduction="none") * batch["weight"][:, 0]).mean()
+    return dice(output, label, mask=batch["weight"]) + ce
+
+
+def scan_candidates(model, kind: str, volumes: Volumes, settings: dict[str, Any]) -> list[list[tuple[float, np.ndarray, np.ndarray]]]:
+    """Every volume's candidates in world mm: (score, centre, size)."""
+    model.eval()
+    out = []
+    for i, image in enumerate(volumes.images):
+        out.append([(s, volumes.to_world(i, c), volumes.size_to_world(i, z)) for s, c, z in candidates(model, kind, image, settings)])
+    return out
+
+
+def validation_cpm(model, kind: str, volumes: Volumes, boxes: dict[str, list], settings: dict[str, Any]) -> float:
+    from casebook.tasks.detection.froc import cpm, match_scan
+
+    scans = [
+        match_scan(vid, pid, [(s, c) for s, c, _ in cands], boxes.get(vid, []))
+        for vid, pid, cands in zip(volumes.ids, volumes.patients, scan_candidates(model, kind, volumes, settings))
+    ]
+    return cpm(scans) if sum(len(s.nodule_scores) for s in scans) else float("nan")
+
+
+def fit(
+    cfg: dict[str, Any],
+    train: Volumes,
+    val: Volumes,
+    val_boxes: dict[str, list],
+    settings: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    resume_key: str = "",
+):
+    """Train ``cfg['network']`` with ``cfg['train']``; write the engine's files into
+    ``out_dir``; return the best epoch and its validation CPM."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tcfg, kind = cfg["train"], cfg["network"]["name"]
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    device = select_device(cfg.get("device", "auto"))
+    for image in train.images + val.images:
+        if settings.get("patch") is None and any(n % divisor(cfg["network"]) for n in image.shape):
+            raise ValueError(f"volume shape {image.shape} is not a multiple of {divisor(cfg['network'])}: set detection.pad_to to it")
+    model = build_detector(cfg["network"], train.ndim).to(device)
+    optimizer = make_optimizer(model.parameters(), tcfg)
+    epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
+    items, val_items = volume_targets(kind, train), volume_targets(kind, val)
+    nd = train.ndim
+    finding_centres = [b[b[:, 2 * nd] < 0.5, :nd] for b in train.boxes]
+    dice = MaskedDiceLoss(softmax=True, to_onehot_y=True)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    patch, positive = settings.get("patch"), float(settings["positive_fraction"])
+
+    def train_epoch(_epoch: int) -> float:
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(len(items), generator=generator).split(batch):
+            crops = [_crop(items[i], finding_centres[i], patch, rng.uniform() < positive, rng) for i in idx.tolist()]
+            b = {k: v.to(device) for k, v in _batch(crops, rng.uniform(size=(len(crops), nd)) < 0.5).items()}
+            optimizer.zero_grad(set_to_none=True)
+            loss = detection_loss(kind, model(b["image"]), b, dice)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        return total / len(items)
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            losses = []
+            for item in val_items:
+                b = {
+                    k: v.to(device)
+                    for k, v in _batch(
+                        [_crop(item, np.zeros((0, nd)), patch, False, np.random.default_rng(0))], np.zeros((1, nd), bool)
+                    ).items()
+                }
+                losses.append(float(detection_loss(kind, model(b["image"]), b, dice)))
+        return {"val_loss": float(np.mean(losses)), "val_cpm": validation_cpm(model, kind, val, val_boxes, settings)}
+
+    trainer = Trainer(
+        net=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, tcfg, epochs),
+        train_epoch=train_epoch,
+        validate=validate,
+        metric="val_cpm",
+        columns=HISTORY_COLUMNS,
+        generator=generator,
+        best_extra={"spatial_dims": nd},
+    )
+    state = run_epochs(trainer, out_dir=out_dir, epochs=epochs, resume_key=resume_key, desc=f"train {kind}")
+    return {"best_epoch": state["best_epoch"], "best_val_cpm": state["best"], "epochs": epochs, "n_train": len(train)}
+
+
+def load_detector(path: str | Path, network: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The best weights written by :func:`fit` (``model.pt``)."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    model = build_detector(network, int(saved["spatial_dims"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
+def train_stage(
+    cfg: dict[str, Any],
+    *,
+    volumes: str,
+    data: str,
+    splits: str,
+    fold: int,
+    name: str,
+    settings: dict[str, Any],
+    outputs: dict[str, str],
+    wildcards=None,
+):
+    """The train rule of a detection case study: fit on the fold's training volumes,
+    select on its validation volumes, then write the model card and the record."""
+    from casebook.boxes import BOXES_FILE, boxes_of, read_boxes
+
+    started, code = provenance.now(), provenance.code_state()
+    part = fold_split(read_json(splits), fold, splits)
+    train, val = load_volumes(volumes, part["train"]), load_volumes(volumes, part["val"])
+    boxes = boxes_of(read_boxes(Path(data) / BOXES_FILE))
+    sums = {str(p): provenance.input_digest(p) for p in (volumes, splits)}
+    summary = fit(
+        cfg, train, val, boxes, settings, Path(outputs["model"]).parent,
+        resume_key=checkpoint.resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
+    )  # fmt: skip
+    card = {
+        "name": name,
+        "version": "1",
+        "task": "detection",
+        "network": cfg["network"],
+        "input": {
+            "format": "one float32 channel, intensities windowed to [0, 1]",
+            "spacing_mm": settings.get("spacing"),
+            "window": settings["window"],
+            "patch": settings.get("patch"),
+        },
+        "output": {
+            "type": "centre-point heatmap (sigmoid) and log sizes (voxels) per axis"
+            if cfg["network"]["name"] == "centre_point"
+            else "background and finding logits (softmax); candidates are connected components",
+        },
+        "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
+        "metrics": {"best_val_cpm": summary["best_val_cpm"], "best_epoch": summary["best_epoch"]},
+        "data": {"n_train_volumes": len(train), "n_val_volumes": len(val)},
+        "versions": provenance.package_versions(),
+    }
+    provenance.write_training_record(
+        outputs,
+        card,
+        inputs=[volumes, splits],
+        params={"model": cfg, "fold": fold, "detection": settings},
+        seed=cfg.get("seed"),
+        started=started,
+        code=code,
+        device=str(select_device(cfg.get("device", "auto"))),
+        wildcards=wildcards,
+    )
+    return summary

@@ -1,0 +1,161 @@
+"""Rule prepare_detection: every volume resampled, windowed and padded for the
+detectors, with its boxes as voxel targets.
+
+Each image is resampled (SimpleITK, linear) to ``detection.spacing`` keeping its origin
+and direction, its intensities windowed to [0, 1], and padded at the far end of each
+axis to a multiple of ``detection.pad_to`` (so that the voxel-to-world mapping is
+unchanged). A box becomes its centre and size in voxels of that grid, in array-axis
+order (z, y, x). Everything goes to one ``volumes.npz``; world boxes stay in the data
+set's ``boxes.tsv``, the truth every candidate is scored against.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from casebook import provenance
+from casebook.boxes import BOXES_FILE, Box, boxes_of, read_boxes
+from casebook.layout import read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Volumes:
+    """Prepared volumes (each (*shape), float32 in [0, 1]) with their grids (origin,
+    spacing in SimpleITK's x, y, z order, direction) and voxel boxes: (n, 2 ndim + 1)
+    rows of centre, size (array-axis order) and excluded."""
+
+    ids: list[str]
+    patients: list[str]
+    images: list[np.ndarray]
+    boxes: list[np.ndarray]
+    origin: np.ndarray
+    spacing: np.ndarray
+    direction: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ndim(self) -> int:
+        return self.images[0].ndim
+
+    def to_world(self, i: int, voxel: np.ndarray) -> np.ndarray:
+        """World mm (x, y, z) of a voxel position (array-axis order) of volume ``i``."""
+        index_xyz = np.asarray(voxel, float)[::-1]
+        direction = self.direction[i].reshape(self.ndim, self.ndim)
+        return self.origin[i] + direction @ (index_xyz * self.spacing[i])
+
+    def size_to_world(self, i: int, size: np.ndarray) -> np.ndarray:
+        """A size in voxels (array-axis order) as mm along x, y, z (axis-aligned grids)."""
+        return np.asarray(size, float)[::-1] * self.spacing[i]
+
+
+def voxel_box(box: Box, image: sitk.Image) -> np.ndarray:
+    """A world box as (centre, size, excluded) in voxels of ``image``, array-axis order."""
+    ndim = image.GetDimension()
+    direction = np.array(image.GetDirection()).reshape(ndim, ndim)
+    index = direction.T @ (np.array(box.centre) - np.array(image.GetOrigin())) / np.array(image.GetSpacing())
+    size = np.abs(direction.T @ np.array(box.size)) / np.array(image.GetSpacing())
+    return np.concatenate([index[::-1], size[::-1], [float(box.excluded)]])
+
+
+def _resampled(image: sitk.Image, spacing: list[float] | None) -> sitk.Image:
+    if not spacing:
+        return image
+    new_spacing = tuple(float(s) for s in spacing)
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), new_spacing)]
+    return sitk.Resample(
+        image,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        new_spacing,
+        image.GetDirection(),
+        float(sitk.GetArrayViewFromImage(image).min()),
+        sitk.sitkFloat32,
+    )
+
+
+def _windowed(array: np.ndarray, window: list[float]) -> np.ndarray:
+    low, high = float(window[0]), float(window[1])
+    return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def _padded(array: np.ndarray, multiple: int) -> np.ndarray:
+    pad = [(0, (-n) % multiple) for n in array.shape]
+    return np.pad(array, pad, constant_values=0.0)
+
+
+def prepare_volumes(data_dir: str | Path, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays of ``volumes.npz`` for every image of a detection data set, and the
+    number of boxes."""
+    root = Path(data_dir)
+    if not (root / BOXES_FILE).is_file():
+        raise ValueError(f"{root}: a detection case study needs a data set with boxes ({BOXES_FILE}); this one has none")
+    manifest = read_manifest(root / "manifest.tsv")
+    by_image = boxes_of(read_boxes(root / BOXES_FILE))
+    arrays: dict[str, Any] = {"ids": [], "patients": [], "origin": [], "spacing": [], "direction": []}
+    n_boxes = 0
+    for i, row in enumerate(tqdm(list(manifest.itertuples(index=False)), desc="prepare volumes", unit="vol")):
+        image = sitk.ReadImage(str(root / row.image))
+        if image.GetNumberOfComponentsPerPixel() > 1:
+            image = sitk.VectorIndexSelectionCast(image, int(settings.get("channel", 0)))
+        image = _resampled(image, settings.get("spacing"))
+        arrays[f"image_{i}"] = _padded(_windowed(sitk.GetArrayFromImage(image), settings["window"]), int(settings["pad_to"]))
+        boxes = [voxel_box(b, image) for b in by_image.get(row.image_id, [])]
+        arrays[f"boxes_{i}"] = np.array(boxes, np.float32).reshape(len(boxes), 2 * image.GetDimension() + 1)
+        n_boxes += len(boxes)
+        arrays["ids"].append(row.image_id)
+        arrays["patients"].append(row.patient_id)
+        arrays["origin"].append(image.GetOrigin())
+        arrays["spacing"].append(image.GetSpacing())
+        arrays["direction"].append(image.GetDirection())
+    return {k: np.asarray(v) for k, v in arrays.items()}, n_boxes
+
+
+def load_volumes(path: str | Path, ids: list[str] | None = None) -> Volumes:
+    """The prepared volumes of ``ids`` (default all), in that order."""
+    with np.load(path) as data:
+        all_ids = [str(v) for v in data["ids"]]
+        wanted = all_ids if ids is None else [str(v) for v in ids]
+        missing = sorted(set(wanted) - set(all_ids))
+        if missing:
+            raise ValueError(f"{path}: no prepared volume for {missing[:5]}")
+        pick = [all_ids.index(v) for v in wanted]
+        return Volumes(
+            ids=wanted,
+            patients=[str(data["patients"][i]) for i in pick],
+            images=[data[f"image_{i}"] for i in pick],
+            boxes=[data[f"boxes_{i}"] for i in pick],
+            origin=data["origin"][pick].astype(float),
+            spacing=data["spacing"][pick].astype(float),
+            direction=data["direction"][pick].astype(float),
+        )
+
+
+def prepare_stage(data_dir: str, settings: dict[str, Any], outputs: dict[str, str], wildcards=None) -> None:
+    started, code = provenance.now(), provenance.code_state()
+    arrays, n_boxes = prepare_volumes(data_dir, settings)
+    Path(outputs["volumes"]).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(outputs["volumes"], **arrays)
+    log.info("%d volumes, %d boxes prepared", len(arrays["ids"]), n_boxes)
+    provenance.write_record(
+        outputs["provenance"],
+        rule="prepare_detection",
+        inputs=[data_dir],
+        outputs=[outputs["volumes"]],
+        params={"detection": settings},
+        started=started,
+        code=code,
+        wildcards=wildcards,
+    )

@@ -1,0 +1,89 @@
+"""Integration test of the detection family through the real Snakemake on a tiny config:
+both detectors trained and scored on the test scans by the LUNA16 protocol with
+intervals, candidates from test patients only, the figures and the report, a rerun that
+does nothing, and settings that rerun only what they change."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
+
+pytestmark = pytest.mark.integration
+
+CASESTUDY = "config/casestudies/lung_nodule_detection.yaml"
+MODELS = {"centre_point", "unet_components"}
+
+
+def make_tiny_detection(workdir) -> None:
+    """lung_nodule_detection only: 12 small volumes, three epochs."""
+
+    def shrink(cs):
+        cs["dataset"]["params"].update(n_patients=12, size=[32, 32, 16], spacing=[3.0, 3.0, 5.0])
+        cs["split"].update(k=3, test_fraction=0.25)
+        cs["detection"].update(n_bootstrap=50)
+        cs["train"].update(epochs=3)
+        for spec in cs["models"].values():
+            spec.pop("train", None)  # a model's own epochs would override the three
+
+    edit_yaml(workdir / CASESTUDY, shrink)
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[CASESTUDY]))
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("detection") / "wf")
+    make_tiny_detection(workdir)
+    snakemake(workdir)
+    return workdir
+
+
+def test_both_detectors_are_scored_by_the_luna16_protocol_with_intervals(detection_run):
+    results = detection_run / "results/lung_nodule_detection"
+    metrics = json.loads((results / "detection/metrics.json").read_text())
+    assert metrics["task"] == "detection" and set(metrics["models"]) == MODELS
+    assert metrics["fp_rates"] == [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0] and metrics["map_iou"] == 0.1
+    for m in metrics["models"].values():
+        assert m["ci_low"] <= m["cpm"] <= m["ci_high"] and 0.0 <= m["cpm"] <= 1.0
+        assert m["cpm"] == pytest.approx(sum(m["sensitivity"]) / 7)
+        assert all(lo <= s <= hi for s, lo, hi in zip(m["sensitivity"], m["sensitivity_ci_low"], m["sensitivity_ci_high"]))
+        assert 0.0 <= m["map"] <= 1.0 and m["seconds_per_volume"]["forward"] > 0
+        assert sum(r["nodules"] for r in m["sensitivity_by_size"]) <= metrics["n_test_nodules"]
+    assert set(metrics["comparisons"]) == {"unet_components"} and metrics["cpm_difference_from"] == "centre_point"
+    assert (results / "data/boxes.tsv").is_file() and json.loads((results / "qc/geometry.json").read_text())["n_boxes"] > 0
+    for figure in ("froc", "detection_overlays", "sensitivity_by_size"):
+        assert (results / f"figures/{figure}.png").stat().st_size > 10_000, figure
+    card = json.loads((results / "models/centre_point/fold_0/metadata.json").read_text())
+    assert card["task"] == "detection" and card["input"]["window"] == [-1000, 400]
+    history = pd.read_csv(results / "models/unet_components/fold_0/history.tsv", sep="\t")
+    assert list(history["epoch"]) == [1, 2, 3] and "val_cpm" in history
+
+
+def test_candidates_come_from_test_patients_only(detection_run):
+    results = detection_run / "results/lung_nodule_detection"
+    splits = json.loads((results / "split/splits.json").read_text())
+    table = pd.read_csv(results / "detection/candidates.tsv", sep="\t", dtype={"image_id": str})
+    assert set(table["image_id"]) <= set(splits["test"]) and set(table["model"]) <= MODELS
+    assert set(table["outcome"]) <= {"hit", "ignored", "false positive"}
+
+
+def test_report_has_the_detection_figures_and_a_rerun_does_nothing(detection_run):
+    snakemake(detection_run, "--report", "results/report.html")
+    report = (detection_run / "results/report.html").read_text(errors="replace")
+    assert all(f"{figure}.png" in report for figure in ("froc", "detection_overlays", "sensitivity_by_size"))
+    assert "Nothing to be done" in snakemake(detection_run, "--dry-run").stdout
+
+
+def test_settings_rerun_only_what_they_change(detection_run):
+    path = detection_run / CASESTUDY
+    before = path.read_bytes()
+    try:
+        edit_yaml(path, lambda cs: cs["detection"].update(n_bootstrap=60))
+        assert planned_jobs(snakemake(detection_run, "--dry-run").stdout) == {"evaluate_detection": 1, "all": 1}
+        edit_yaml(path, lambda cs: cs["detection"].update(n_bootstrap=50, window=[-1100, 300]))
+        jobs = planned_jobs(snakemake(detection_run, "--dry-run").stdout)
+        assert jobs.get("prepare_detection") == 1 and jobs.get("train") == 2 and "ingest" not in jobs
+    finally:
+        path.write_bytes(before)
