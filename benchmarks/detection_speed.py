@@ -71,10 +71,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         write_dataset(generate_chest_ct(n_patients=args.volumes + 8, seed=0), data, class_names=CLASS_NAMES, modality="CT")
-        arrays, _ = prepare_volumes(data, settings)
-        np.savez(Path(tmp) / "volumes.npz", **arrays)
-        ids = [str(v) for v in arrays["ids"]]
-        train, test = load_volumes(Path(tmp) / "volumes.npz", ids[:8]), load_volumes(Path(tmp) / "volumes.npz", ids[8:])
+        prepare_volumes(data, settings, Path(tmp) / "volumes")
+        ids = load_volumes(Path(tmp) / "volumes").ids
+        train, test = load_volumes(Path(tmp) / "volumes", ids[:8]), load_volumes(Path(tmp) / "volumes", ids[8:])
         boxes = boxes_of(read_boxes(data / BOXES_FILE))
         for kind in KINDS:
             network = {"name": kind}
@@ -87,7 +86,7 @@ def main() -> None:
                 model = load_detector(Path(tmp) / kind / "model.pt", network, device)
             else:
                 model = build_detector(network, 3).to(device).eval()
-            tensors = [torch.from_numpy(v)[None, None].to(device) for v in test.images]
+            tensors = [torch.from_numpy(np.array(v))[None, None].to(device) for v in test.images]
             outputs = [forward(model, v, args.patch) for v in test.images]
             post = heatmap_candidates if kind == "centre_point" else component_candidates
 

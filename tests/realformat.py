@@ -118,3 +118,31 @@ def write_ct_series(folder: Path, *, phi: dict, seed: int, n_slices: int = 6, si
         ds.PixelData = (hu[k].astype(np.int32) + 1024).astype(np.uint16).tobytes()
         pydicom.dcmwrite(folder / f"{int(order[k]):04d}_{rng.integers(1e6)}.dcm", ds, enforce_file_format=True)
     return hu
+
+
+def make_luna16(root: Path, *, n_scans: int = 8, seed: int = 0) -> list[str]:
+    """A LUNA16 folder as its archives extract: synthetic chest CTs (casebook's generator)
+    as MetaImage files named by made-up series UIDs in subset0 and subset1, a scanner-like
+    origin, ``annotations.csv`` with each nodule's world centre and diameter, and the
+    excluded findings in ``evaluationScript/annotations/annotations_excluded.csv``.
+    Returns the series UIDs."""
+    from casebook.synthetic.chest_ct import generate_chest_ct
+
+    uids, rows, excluded = [], [], []
+    shift = np.array([-120.0, -150.0, -310.0])  # scanner coordinates are not volume-centred
+    for i, rec in enumerate(generate_chest_ct(n_patients=n_scans, seed=seed)):
+        uid = f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{900000000000 + 7919 * (i + 1)}"
+        image = rec.image
+        image.SetOrigin(tuple(np.array(image.GetOrigin()) + shift))
+        folder = root / f"subset{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(folder / f"{uid}.mhd"))
+        for box in rec.boxes:
+            (excluded if box.excluded else rows).append((uid, *(np.array(box.centre) + shift), box.diameter))
+        uids.append(uid)
+    header = "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+    (root / "annotations.csv").write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    table = root / "evaluationScript/annotations/annotations_excluded.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in excluded))
+    return uids

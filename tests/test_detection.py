@@ -16,8 +16,8 @@ from casebook.boxes import BOXES_FILE, Box, BoxError, box_problems, boxes_of, re
 from casebook.fingerprint import GeometryError, check_geometry
 from casebook.layout import write_dataset
 from casebook.synthetic.chest_ct import CLASS_NAMES, generate_chest_ct
-from casebook.tasks.detection.evaluate import mean_average_precision, outcomes
-from casebook.tasks.detection.froc import cpm, froc_curve, match_scan, operating_threshold, sensitivities, sensitivity_by_size
+from casebook.tasks.detection.evaluate import mean_average_precision
+from casebook.tasks.detection.froc import cpm, froc_curve, match_scan, operating_threshold, outcomes, sensitivities, sensitivity_by_size
 from casebook.tasks.detection.heatmap import box_masks, decode, targets
 from casebook.tasks.detection.train import fit, scan_candidates
 from casebook.tasks.detection.volumes import load_volumes, prepare_volumes
@@ -169,9 +169,8 @@ def test_a_malformed_boxes_table_is_refused_naming_file_and_row(chest_data, tmp_
 
 
 def test_prepared_volumes_keep_their_boxes_in_voxels_and_their_world_grid(chest_data, tmp_path):
-    arrays, n_boxes = prepare_volumes(chest_data, {"window": [-1000, 400], "pad_to": 16, "spacing": [4.0, 4.0, 5.0]})
-    np.savez(tmp_path / "volumes.npz", **arrays)
-    volumes = load_volumes(tmp_path / "volumes.npz", ["chest_p0001"])
+    n_boxes = prepare_volumes(chest_data, {"window": [-1000, 400], "pad_to": 16, "spacing": [4.0, 4.0, 5.0]}, tmp_path / "volumes")
+    volumes = load_volumes(tmp_path / "volumes", ["chest_p0001"])
     assert volumes.images[0].shape == (16, 32, 32) and 0.0 <= volumes.images[0].min() and volumes.images[0].max() <= 1.0
     boxes = boxes_of(read_boxes(chest_data / BOXES_FILE))["chest_p0001"]
     assert len(volumes.boxes[0]) == len(boxes) and n_boxes == len(read_boxes(chest_data / BOXES_FILE))
@@ -199,10 +198,9 @@ def test_a_centre_point_detector_trained_here_finds_most_nodules(tmp_path):
         generate_chest_ct(n_patients=20, size=(32, 32, 16), spacing=(3.0, 3.0, 5.0), seed=4, diameter_mm=(8.0, 14.0), subtle_fraction=0.0),
         data, class_names=CLASS_NAMES, modality="CT",
     )  # fmt: skip
-    arrays, _ = prepare_volumes(data, SETTINGS)
-    np.savez(tmp_path / "volumes.npz", **arrays)
-    ids = [str(v) for v in arrays["ids"]]
-    train, test = load_volumes(tmp_path / "volumes.npz", ids[:16]), load_volumes(tmp_path / "volumes.npz", ids[16:])
+    prepare_volumes(data, SETTINGS, tmp_path / "volumes")
+    ids = load_volumes(tmp_path / "volumes").ids
+    train, test = load_volumes(tmp_path / "volumes", ids[:16]), load_volumes(tmp_path / "volumes", ids[16:])
     boxes = boxes_of(read_boxes(data / BOXES_FILE))
     cfg = {
         "network": {"name": "centre_point"},
@@ -233,3 +231,11 @@ def test_local_maxima_by_neighbours_match_a_max_pool():
     for floor in (-1.0, -2.5):  # a few hundred voxels over the floor: the neighbour path
         expected = {tuple(v) for v in torch.nonzero((heat == pool) & (heat >= floor)).tolist()}
         assert {tuple(v) for v in _local_maxima(heat, floor).tolist()} == expected and expected
+
+
+def test_a_2d_boxes_table_reads_back_its_boxes(tmp_path):
+    from casebook.boxes import boxes_frame
+
+    boxes = [Box("xr1", "fracture", (10.5, 20.0), (4.0, 6.0), False, "displaced"), Box("xr2", "fracture", (1.0, 2.0), (3.0, 3.0), True)]
+    boxes_frame(boxes).to_csv(tmp_path / BOXES_FILE, sep="\t", index=False)
+    assert read_boxes(tmp_path / BOXES_FILE) == boxes

@@ -107,8 +107,8 @@ def read_boxes(path: str | Path) -> list[Box]:
     missing = [c for c in BOX_COLUMNS if c not in table.columns]
     if missing:
         raise BoxError(f"{path}: missing column(s) {', '.join(missing)}")
-    for col in BOX_COLUMNS[2:8]:
-        table[col] = pd.to_numeric(table[col].replace("", None), errors="coerce") if table[col].dtype == object else table[col]
+    for col in BOX_COLUMNS[2:8]:  # empty z cells (2D) become NaN, whatever dtype pandas read
+        table[col] = pd.to_numeric(table[col].astype(str).replace("", "nan"), errors="coerce")
     return [_row_box(row, f"{path} row {line}") for line, (_, row) in enumerate(table.iterrows(), start=2)]
 
 
@@ -122,15 +122,22 @@ def centre_outside(box: Box, image: Any) -> bool:
     return bool(np.any(index < -0.5) or np.any(index > np.array(image.GetSize()) - 0.5))
 
 
-def box_problems(boxes: Iterable[Box], headers: dict[str, Any], where: str) -> list[str]:
+def box_problems(boxes: Iterable[Box], headers: dict[str, Any], where: str, *, first_row: int | None = None) -> list[str]:
     """Boxes that refer to an image not in ``headers`` (image id -> SimpleITK image or
-    header reader) or whose centre lies outside it."""
+    header reader), of another dimension than it, or whose centre lies outside it. Each is
+    named as ``box <n>``, or as the table's ``row <n>`` when ``first_row`` (the first box's
+    line) is given."""
     problems = []
     for number, box in enumerate(boxes, start=1):
+        name = f"box {number}" if first_row is None else f"row {number + first_row - 1}"
         if box.image_id not in headers:
-            problems.append(f"{where}: box {number} ({box.cls}) refers to image {box.image_id!r}, which the data set lacks")
+            problems.append(f"{where}: {name} ({box.cls}) refers to image {box.image_id!r}, which the data set lacks")
+        elif len(box.centre) != headers[box.image_id].GetDimension():
+            problems.append(
+                f"{where}: {name} ({box.cls}) is {len(box.centre)}D, image {box.image_id} {headers[box.image_id].GetDimension()}D"
+            )
         elif centre_outside(box, headers[box.image_id]):
-            problems.append(f"{where}: box {number} ({box.cls}) of image {box.image_id} has its centre {box.centre} mm outside the image")
+            problems.append(f"{where}: {name} ({box.cls}) of image {box.image_id} has its centre {box.centre} mm outside the image")
     return problems
 
 

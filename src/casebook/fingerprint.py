@@ -102,7 +102,7 @@ def check_geometry(dataset_dir: str | Path) -> dict[str, Any]:
         boxes = read_boxes(root / BOXES_FILE)
         n_boxes = len(boxes)
         headers = {row.image_id: _header(root / row.image) for row in manifest.itertuples(index=False)}
-        problems += box_problems(boxes, headers, str(root / BOXES_FILE))
+        problems += box_problems(boxes, headers, str(root / BOXES_FILE), first_row=2)
     if problems:
         lines = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:

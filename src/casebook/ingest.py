@@ -24,6 +24,7 @@ import numpy as np
 from casebook.adapters.case_folders import case_folder_records
 from casebook.adapters.dicom_series import dicom_records
 from casebook.adapters.image_folder import image_folder_records
+from casebook.adapters.luna16 import luna16_records
 from casebook.adapters.msd import msd_records
 from casebook.deid import DeidError, find_leaks, load_or_create_key
 from casebook.fileio import file_digest
@@ -111,6 +112,7 @@ ADAPTERS: dict[str, Callable[..., tuple]] = {
     "case_folders": case_folder_records,
     "image_folder": image_folder_records,
     "dicom": dicom_records,
+    "luna16": luna16_records,
 }
 # adapters of real data: they take the pseudonymization key and the source's location
 
@@ -158,7 +160,8 @@ def _refuse_leaks(out_dir: Path, identifiers: set[str]) -> None:
     """Delete the data set and fail if a source identifier reached one of its text files."""
     if not identifiers:
         return
-    leaks = find_leaks([out_dir / "manifest.tsv", out_dir / "dataset.json"], identifiers)
+    texts = [out_dir / name for name in ("manifest.tsv", "dataset.json", "boxes.tsv") if (out_dir / name).is_file()]
+    leaks = find_leaks(texts, identifiers)
     if leaks:
         shutil.rmtree(out_dir)
         files = sorted({path for path, _ in leaks})

@@ -45,7 +45,7 @@ def detection_targets(cs):
 
 FAMILY_HOOKS["detection"] = {
     "train_input": lambda wc: {
-        "volumes": f"results/{wc.cs}/detection/volumes.npz",
+        "volumes": f"results/{wc.cs}/detection/volumes",
         "data": f"results/{wc.cs}/data",
         "splits": f"results/{wc.cs}/split/splits.json",
         "leakage": f"results/{wc.cs}/split/leakage_check.json",

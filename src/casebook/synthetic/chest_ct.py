@@ -39,6 +39,8 @@ HU_MIN, HU_MAX = -1024, 3071
 _SUBSLICES, _EDGE_MM = 3, 0.4
 #: gap kept between planted findings (mm), and tries to place one before giving up
 _GAP_MM, _TRIES = 3.0, 200
+#: largest ratio of an ellipsoid's semi-axis to its mean radius (elongation up to 1.25)
+_MAX_ELONGATION = 1.25
 
 
 def _grid(size_zyx: tuple[int, int, int], spacing_xyz: tuple[float, ...]) -> np.ndarray:
@@ -91,13 +93,16 @@ def _vessels(points: np.ndarray, lung_points: np.ndarray, rng: np.random.Generat
     return out
 
 
-def _place(centres: list[tuple[np.ndarray, float]], lung_points: np.ndarray, depth: np.ndarray, radius: float, rng) -> np.ndarray | None:
-    """A centre inside the lungs at least ``radius`` from their edge and apart from the
-    findings already placed; None when none is found."""
-    deep = np.flatnonzero(depth >= radius)
+def _place(
+    centres: list[tuple[np.ndarray, float]], lung_points: np.ndarray, depth: np.ndarray, margin: float, reach: float, rng
+) -> np.ndarray | None:
+    """A centre inside the lungs at least ``margin`` from their edge, its ``reach`` (the
+    finding's largest semi-axis) at least a gap from every placed finding's; None when none
+    is found."""
+    deep = np.flatnonzero(depth >= margin)
     for _ in range(_TRIES if len(deep) else 0):
         centre = lung_points[deep[rng.integers(len(deep))]]
-        if all(np.linalg.norm(centre - c) >= radius + r + _GAP_MM for c, r in centres):
+        if all(np.linalg.norm(centre - c) >= reach + r + _GAP_MM for c, r in centres):
             return centre
     return None
 
@@ -106,7 +111,7 @@ def _ellipsoid(points: np.ndarray, centre: np.ndarray, radius: float, rng: np.ra
     """Occupancy of a randomly turned ellipsoid of mean radius ``radius``, and its
     axis-aligned full extent along x, y, z (mm)."""
     rotation = random_rotation(rng)
-    elong = rng.uniform(1.0, 1.25, size=3)
+    elong = rng.uniform(1.0, _MAX_ELONGATION, size=3)
     axes = radius * elong / np.cbrt(np.prod(elong))  # the sphere's volume
     local = np.tensordot(rotation.T, points - centre[:, None, None, None], axes=1)
     rho = np.sqrt(((local / axes[:, None, None, None]) ** 2).sum(axis=0))
@@ -136,10 +141,12 @@ def _render(size_zyx, spacing, rng: np.random.Generator, knobs: dict):
     wanted = [(False, uniform(rng, knobs["diameter_mm"])) for _ in range(int(rng.integers(*knobs["nodules"], endpoint=True)))]
     wanted += [(True, uniform(rng, knobs["excluded_diameter_mm"])) for _ in range(int(rng.integers(*knobs["excluded"], endpoint=True)))]
     for excluded, diameter in wanted:
-        centre = _place(placed, lung_points, depth, 0.6 * diameter / 2.0, rng)
+        # partly inside the lung's edge is allowed (juxtapleural); the reach covers elongation
+        reach = _MAX_ELONGATION * diameter / 2.0
+        centre = _place(placed, lung_points, depth, 0.6 * diameter / 2.0, reach, rng)
         if centre is None:  # the lungs are full: plant fewer
             continue
-        placed.append((centre, diameter / 2.0))
+        placed.append((centre, reach))
         occupancy, extent = _ellipsoid(points, centre, diameter / 2.0, rng)
         subtle = not excluded and rng.uniform() < knobs["subtle_fraction"]
         nodule_hu = rng.uniform(-650.0, -400.0) if subtle else rng.normal(30.0, 20.0)

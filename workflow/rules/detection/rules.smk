@@ -7,7 +7,7 @@ rule prepare_detection:
         data="results/{cs}/data",
         geometry="results/{cs}/qc/geometry.json",
     output:
-        volumes="results/{cs}/detection/volumes.npz",
+        volumes=directory("results/{cs}/detection/volumes"),
         provenance="results/{cs}/detection/volumes_provenance.json",
     log:
         "logs/{cs}/prepare_detection.log",
@@ -29,7 +29,7 @@ rule evaluate_detection:
         models=lambda wc: [
             f"{model_dir(wc.cs, m, f)}/model.pt" for m, f in first_runs(wc.cs)
         ],
-        volumes="results/{cs}/detection/volumes.npz",
+        volumes="results/{cs}/detection/volumes",
         data="results/{cs}/data",
         splits="results/{cs}/split/splits.json",
         leakage="results/{cs}/split/leakage_check.json",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,16 @@ from casebook.boxes import BOXES_FILE, Box, boxes_of, read_boxes
 from casebook.engine.runtime import select_device
 from casebook.fileio import atomic_path, read_json, write_json
 from casebook.tasks.detection import figures
-from casebook.tasks.detection.froc import FP_RATES, ScanResult, bootstrap_cpm, cpm, match_scan, operating_threshold, sensitivity_by_size
+from casebook.tasks.detection.froc import (
+    FP_RATES,
+    ScanResult,
+    bootstrap_cpm,
+    cpm,
+    match_scan,
+    operating_threshold,
+    outcomes,
+    sensitivity_by_size,
+)
 from casebook.tasks.detection.networks import component_candidates, forward, heatmap_candidates
 from casebook.tasks.detection.train import load_detector
 from casebook.tasks.detection.volumes import Volumes, load_volumes
@@ -63,16 +72,6 @@ def detect(model, kind: str, volumes: Volumes, settings: dict[str, Any]) -> tupl
         seconds["post"] += time.perf_counter() - middle
         out.append([(s, volumes.to_world(i, c), volumes.size_to_world(i, z)) for s, c, z in cands])
     return out, {k: v / len(volumes) for k, v in seconds.items()}
-
-
-def outcomes(cands: Sequence[tuple], boxes: Sequence[Box]) -> list[str]:
-    """Each candidate's outcome: hit (within a nodule's radius), ignored (within only an
-    excluded finding's) or false positive."""
-    out = []
-    for _, centre, _ in cands:
-        inside = [b for b in boxes if np.linalg.norm(np.asarray(centre) - np.asarray(b.centre)) <= b.diameter / 2.0]
-        out.append("hit" if any(not b.excluded for b in inside) else "ignored" if inside else "false positive")
-    return out
 
 
 def _corners(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -112,7 +111,7 @@ def paired_cpm_difference(a: list[ScanResult], b: list[ScanResult], *, n_boot: i
         if sum(len(a[i].nodule_scores) for i in idx):
             draws.append(cpm([a[i] for i in idx]) - cpm([b[i] for i in idx]))
     tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    low, high = np.percentile(draws, [tail, 100.0 - tail]) if draws else (np.nan, np.nan)
     return {"difference": cpm(a) - cpm(b), "ci_low": float(low), "ci_high": float(high)}
 
 
@@ -141,6 +140,11 @@ def evaluate_stage(
     test = load_volumes(inputs["volumes"], read_json(inputs["splits"])["test"])
     boxes = boxes_of(read_boxes(Path(inputs["data"]) / BOXES_FILE))
     test_boxes = [boxes.get(v, []) for v in test.ids]
+    if not any(not b.excluded for v in test_boxes for b in v):
+        raise ValueError(
+            f"{inputs['splits']}: the {len(test)} test scans hold no nodule (boxes of {inputs['data']}): the FROC is undefined; "
+            "a larger test fraction or more data gives it some"
+        )
     n_boot, level = int(settings["n_bootstrap"]), float(settings["ci_level"])
     iou = float(settings.get("map_iou") or (0.1 if test.ndim == 3 else 0.5))
     scans, found, tables, per_model = {}, {}, [], {}

@@ -15,7 +15,7 @@ from matplotlib.patches import Circle  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
 from casebook.boxes import Box  # noqa: E402
-from casebook.tasks.detection.froc import FP_RATES  # noqa: E402
+from casebook.tasks.detection.froc import FP_RATES, outcomes  # noqa: E402
 from casebook.tasks.detection.volumes import Volumes  # noqa: E402
 
 #: how each candidate outcome and each finding is drawn
@@ -40,47 +40,52 @@ def plot_froc(per_model: dict[str, dict[str, Any]], title: str, path: str | Path
     save_figure(fig, path)
 
 
-def _slice_of(volumes: Volumes, i: int, box: Box) -> int:
-    """The axial slice (array index) through a finding's centre."""
-    direction = volumes.direction[i].reshape(3, 3)
-    index = direction.T @ (np.asarray(box.centre) - volumes.origin[i]) / volumes.spacing[i]
-    return int(np.clip(np.rint(index[2]), 0, volumes.images[i].shape[0] - 1))
-
-
-def _to_pixel(volumes: Volumes, i: int, point: np.ndarray) -> np.ndarray:
-    direction = volumes.direction[i].reshape(3, 3)
+def _to_pixel(volumes: Volumes, i: int, point) -> np.ndarray:
+    """Continuous voxel index (x, y[, z]) of a world point in volume ``i``."""
+    nd = volumes.ndim
+    direction = volumes.direction[i].reshape(nd, nd)
     return direction.T @ (np.asarray(point) - volumes.origin[i]) / volumes.spacing[i]
+
+
+def _view(volumes: Volumes, i: int, box: Box) -> tuple[np.ndarray, int | None]:
+    """The 2D image to draw: the axial slice through a finding's centre in 3D (and its
+    index), the image itself in 2D."""
+    image = volumes.images[i]
+    if volumes.ndim == 2:
+        return np.asarray(image), None
+    z = int(np.clip(np.rint(_to_pixel(volumes, i, box.centre)[2]), 0, image.shape[0] - 1))
+    return np.asarray(image[z]), z
 
 
 def plot_overlays(
     volumes: Volumes, boxes: Sequence[Sequence[Box]], cands: Sequence[Sequence[tuple]], title: str, path: str | Path, n: int = 4
 ) -> None:
-    """Up to ``n`` test scans, each at the slice through its largest nodule: findings as
-    circles of their radius (cyan when missed, grey when excluded), candidates within
-    half a slice thickness as crosses (yellow hits, red false positives) with their scores."""
+    """Up to ``n`` test scans, each at the slice through its largest nodule (3D): findings
+    as circles of their radius (yellow found, dashed cyan missed, grey excluded),
+    candidates centred in the slice as crosses (yellow hits, red false positives, grey
+    ignored: within an excluded finding only) with their scores."""
     shown = [i for i, b in enumerate(boxes) if any(not x.excluded for x in b)][:n]
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 3.5), squeeze=False, layout="constrained")
+    colour_of = {"hit": STYLE["hit"], "false positive": STYLE["false positive"], "ignored": STYLE["excluded"]}
     for ax, i in zip(axes[0], shown):
         nodule = max((b for b in boxes[i] if not b.excluded), key=lambda b: b.diameter)
-        z = _slice_of(volumes, i, nodule)
-        ax.imshow(volumes.images[i][z], cmap="gray", vmin=0, vmax=1)
+        image, z = _view(volumes, i, nodule)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         spacing = volumes.spacing[i]
         for box in boxes[i]:
             centre = _to_pixel(volumes, i, box.centre)
-            if abs(centre[2] - z) * spacing[2] > box.size[2] / 2:
+            if z is not None and abs(centre[2] - z) * spacing[2] > box.size[2] / 2:
                 continue
             hit = any(np.linalg.norm(np.asarray(c) - np.asarray(box.centre)) <= box.diameter / 2 for _, c, _ in cands[i])
             colour = STYLE["excluded"] if box.excluded else STYLE["hit"] if hit else STYLE["missed"]
             ax.add_patch(Circle(centre[:2], box.diameter / 2 / spacing[0], fill=False, color=colour, lw=1.0, ls="-" if hit else "--"))
-        for score, centre, _ in cands[i]:
+        for (score, centre, _), outcome in zip(cands[i], outcomes(cands[i], boxes[i])):
             pixel = _to_pixel(volumes, i, centre)
-            if abs(pixel[2] - z) > 0.5:
+            if z is not None and abs(pixel[2] - z) > 0.5:
                 continue
-            hit = any(np.linalg.norm(np.asarray(centre) - np.asarray(b.centre)) <= b.diameter / 2 for b in boxes[i])
-            colour = STYLE["hit"] if hit else STYLE["false positive"]
-            ax.plot(*pixel[:2], marker="x", color=colour, ms=5, mew=1.2)
-            ax.text(pixel[0] + 1, pixel[1] - 1, f"{score:.2f}", color=colour, fontsize=6)
-        ax.set_title(f"{volumes.ids[i]}, slice {z}", fontsize=8)
+            ax.plot(*pixel[:2], marker="x", color=colour_of[outcome], ms=5, mew=1.2)
+            ax.text(pixel[0] + 1, pixel[1] - 1, f"{score:.2f}", color=colour_of[outcome], fontsize=6)
+        ax.set_title(f"{volumes.ids[i]}" + ("" if z is None else f", slice {z}"), fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in STYLE.items()]

@@ -57,6 +57,16 @@ def match_scan(image_id: str, patient: str, candidates: Sequence[tuple[float, np
     return ScanResult(image_id, patient, np.array(fps), best, np.array([b.diameter for b in nodules]))
 
 
+def outcomes(cands: Sequence[tuple], boxes: Sequence[Box]) -> list[str]:
+    """Each candidate's outcome: hit (within a nodule's radius), ignored (within only an
+    excluded finding's) or false positive."""
+    out = []
+    for _, centre, _ in cands:
+        inside = [b for b in boxes if np.linalg.norm(np.asarray(centre) - np.asarray(b.centre)) <= b.diameter / 2.0]
+        out.append("hit" if any(not b.excluded for b in inside) else "ignored" if inside else "false positive")
+    return out
+
+
 def froc_curve(scans: Sequence[ScanResult]) -> tuple[np.ndarray, np.ndarray]:
     """False positives per scan and sensitivity at every score threshold (MONAI), the
     most permissive threshold first."""

@@ -35,14 +35,16 @@ def targets(shape: tuple[int, ...], centres: np.ndarray, sizes: np.ndarray, excl
     at_centre = np.zeros(shape, np.float32)
     weight = np.ones(shape, np.float32)
     for centre, extent, skip in zip(centres, sizes, excluded):
-        peak = np.clip(np.rint(centre).astype(int), 0, np.array(shape) - 1)
+        # a finding centred outside the array (a patch's neighbour) leaves its tail only
+        peak = np.rint(centre).astype(int)
         blob = _gaussian(shape, peak, np.maximum(np.asarray(extent) / 6.0, MIN_SIGMA))
         if skip:
             weight[blob > 0.05] = 0.0
             continue
         heat = np.maximum(heat, blob.astype(np.float32))
-        at_centre[tuple(peak)] = 1.0
-        size[(slice(None), *peak)] = np.log(np.maximum(extent, 1.0))
+        if np.all((peak >= 0) & (peak < np.array(shape))):
+            at_centre[tuple(peak)] = 1.0
+            size[(slice(None), *peak)] = np.log(np.maximum(extent, 1.0))
     return {"heatmap": heat[None], "size": size, "centres": at_centre[None], "weight": weight[None]}
 
 

@@ -73,7 +73,8 @@ def divisor(network: dict[str, Any]) -> int:
 def forward(model: torch.nn.Module, image: np.ndarray, patch: list[int] | None) -> torch.Tensor:
     """The network's output (C, *shape) for one volume, on the CPU."""
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None].to(device)
+    # a copy in memory: the prepared volumes are read-only memory maps
+    x = torch.from_numpy(np.array(image, np.float32))[None, None].to(device)
     if patch and any(n > p for n, p in zip(image.shape, patch)):
         out = sliding_window_inference(x, roi_size=list(patch), sw_batch_size=2, predictor=model, overlap=0.25, mode="gaussian")
     else:

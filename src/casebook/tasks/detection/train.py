@@ -5,7 +5,8 @@ its log sizes at the centres; the U-Net of ``unet_components`` learns the findin
 ellipsoids by masked Dice plus weighted cross-entropy. Excluded findings weigh nothing.
 Volumes are flipped at random along every axis; with ``detection.patch`` set, each
 volume is cropped to a patch that holds a finding with probability
-``detection.positive_fraction``. The best epoch is the one with the highest CPM on the
+``detection.positive_fraction`` (read from the memory-mapped volume, its targets made
+for the patch alone). The best epoch is the one with the highest CPM on the
 fold's validation volumes (:mod:`.froc`).
 """
 
@@ -33,30 +34,30 @@ from casebook.tasks.detection.volumes import Volumes, load_volumes
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_cpm", "lr", "seconds"]
 
 
-def volume_targets(kind: str, volumes: Volumes) -> list[dict[str, np.ndarray]]:
-    """Every volume's image (1, *shape) with its targets."""
-    out = []
-    for image, boxes in zip(volumes.images, volumes.boxes):
-        nd = image.ndim
-        centres, sizes, excluded = boxes[:, :nd], boxes[:, nd : 2 * nd], boxes[:, 2 * nd] > 0.5
-        make = targets if kind == "centre_point" else box_masks
-        out.append({"image": image[None].astype(np.float32), **make(image.shape, centres, sizes, excluded)})
-    return out
-
-
-def _crop(item: dict[str, np.ndarray], centres: np.ndarray, patch: list[int] | None, positive: bool, rng: np.random.Generator):
-    """A patch of every array of ``item``: around a random finding when ``positive``."""
-    shape = item["image"].shape[1:]
+def _window(shape: tuple[int, ...], centres: np.ndarray, patch: list[int] | None, positive: bool, rng: np.random.Generator) -> np.ndarray:
+    """The start of a patch (zeros and the whole volume without ``patch``): around a random
+    finding when ``positive``, anywhere otherwise."""
     if not patch or all(n <= p for n, p in zip(shape, patch)):
-        return item
+        return np.zeros(len(shape), int)
     size = np.minimum(patch, shape)
     if positive and len(centres):
         centre = centres[rng.integers(len(centres))] + rng.uniform(-0.3, 0.3, len(shape)) * size
-        start = np.clip(np.rint(centre - size / 2).astype(int), 0, np.array(shape) - size)
-    else:
-        start = np.array([rng.integers(0, n - s + 1) for n, s in zip(shape, size)])
-    region = (slice(None), *[slice(a, a + s) for a, s in zip(start, size)])
-    return {k: v[region] for k, v in item.items()}
+        return np.clip(np.rint(centre - size / 2).astype(int), 0, np.array(shape) - size)
+    return np.array([rng.integers(0, n - s + 1) for n, s in zip(shape, size)])
+
+
+def training_item(kind: str, image: np.ndarray, boxes: np.ndarray, patch: list[int] | None, positive: bool, rng: np.random.Generator):
+    """One volume's (or patch's) image (1, *shape) with its targets; only the patch is
+    read from a memory-mapped volume, and the targets are made for it alone."""
+    nd = image.ndim
+    centres, sizes, excluded = boxes[:, :nd], boxes[:, nd : 2 * nd], boxes[:, 2 * nd] > 0.5
+    start = _window(image.shape, centres[~excluded], patch, positive, rng)
+    stop = start + (np.minimum(patch, image.shape) if patch else np.array(image.shape))
+    crop = np.asarray(image[tuple(slice(a, b) for a, b in zip(start, stop))], np.float32)
+    if patch:  # a volume smaller than the patch along an axis: padded at its far end, so patches stack
+        crop = np.pad(crop, [(0, max(0, p - n)) for n, p in zip(crop.shape, patch)])
+    make = targets if kind == "centre_point" else box_masks
+    return {"image": crop[None], **make(crop.shape, centres - start, sizes, excluded)}
 
 
 def _batch(items: list[dict[str, np.ndarray]], flips: np.ndarray) -> dict[str, torch.Tensor]:
@@ -69,7 +70,7 @@ def _batch(items: list[dict[str, np.ndarray]], flips: np.ndarray) -> dict[str, t
     try:
         return {k: torch.from_numpy(np.ascontiguousarray(np.stack(v))) for k, v in out.items()}
     except ValueError:
-        raise ValueError("volumes of different shapes cannot be batched: set detection.patch (or batch_size 1)") from None
+        raise ValueError("volumes of different shapes cannot be batched: train on patches (detection.patch) or with batch_size 1") from None
 
 
 def detection_loss(kind: str, output: torch.Tensor, batch: dict[str, torch.Tensor], dice: MaskedDiceLoss) -> torch.Tensor:
@@ -117,44 +118,43 @@ def fit(
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     device = select_device(cfg.get("device", "auto"))
+    step = divisor(cfg["network"])
+    if settings.get("patch") and any(p % step for p in settings["patch"]):
+        raise ValueError(f"detection.patch {settings['patch']} must be a multiple of the U-Net's total stride {step} along every axis")
     for image in train.images + val.images:
-        if settings.get("patch") is None and any(n % divisor(cfg["network"]) for n in image.shape):
-            raise ValueError(f"volume shape {image.shape} is not a multiple of {divisor(cfg['network'])}: set detection.pad_to to it")
+        if any(n % step for n in image.shape):
+            raise ValueError(f"volume shape {image.shape} is not a multiple of the U-Net's total stride {step}: set detection.pad_to to it")
     model = build_detector(cfg["network"], train.ndim).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
-    items, val_items = volume_targets(kind, train), volume_targets(kind, val)
     nd = train.ndim
-    finding_centres = [b[b[:, 2 * nd] < 0.5, :nd] for b in train.boxes]
     dice = MaskedDiceLoss(softmax=True, to_onehot_y=True)
     generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
     patch, positive = settings.get("patch"), float(settings["positive_fraction"])
 
-    def train_epoch(_epoch: int) -> float:
+    def train_epoch(epoch: int) -> float:
         model.train()
         total = 0.0
-        for idx in torch.randperm(len(items), generator=generator).split(batch):
-            crops = [_crop(items[i], finding_centres[i], patch, rng.uniform() < positive, rng) for i in idx.tolist()]
+        # crops and flips from a stream of the epoch's own: a resumed run draws what the
+        # first run would have (the engine's checkpoint keeps torch's generator, not this)
+        rng = np.random.default_rng([seed, epoch])
+        for idx in torch.randperm(len(train), generator=generator).split(batch):
+            crops = [training_item(kind, train.images[i], train.boxes[i], patch, rng.uniform() < positive, rng) for i in idx.tolist()]
             b = {k: v.to(device) for k, v in _batch(crops, rng.uniform(size=(len(crops), nd)) < 0.5).items()}
             optimizer.zero_grad(set_to_none=True)
             loss = detection_loss(kind, model(b["image"]), b, dice)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        return total / len(items)
+        return total / len(train)
 
     def validate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
             losses = []
-            for item in val_items:
-                b = {
-                    k: v.to(device)
-                    for k, v in _batch(
-                        [_crop(item, np.zeros((0, nd)), patch, False, np.random.default_rng(0))], np.zeros((1, nd), bool)
-                    ).items()
-                }
+            for image, boxes in zip(val.images, val.boxes):  # the same patches every epoch
+                item = training_item(kind, image, boxes, patch, True, np.random.default_rng(0))
+                b = {k: v.to(device) for k, v in _batch([item], np.zeros((1, nd), bool)).items()}
                 losses.append(float(detection_loss(kind, model(b["image"]), b, dice)))
         return {"val_loss": float(np.mean(losses)), "val_cpm": validation_cpm(model, kind, val, val_boxes, settings)}
 
@@ -204,7 +204,7 @@ def train_stage(
     sums = {str(p): provenance.input_digest(p) for p in (volumes, splits)}
     summary = fit(
         cfg, train, val, boxes, settings, Path(outputs["model"]).parent,
-        resume_key=checkpoint.resume_key({k: v for k, v in cfg.items() if k != "device"}, fold, sums),
+        resume_key=checkpoint.resume_key({**{k: v for k, v in cfg.items() if k != "device"}, "detection": settings}, fold, sums),
     )  # fmt: skip
     card = {
         "name": name,
