@@ -46,9 +46,9 @@ def _scans():
 
 def test_luna16_matching_counts_one_hit_per_nodule_and_ignores_excluded_findings():
     a, b = _scans()
-    assert list(a.nodule_scores) == [0.9, 0.3] and list(a.fp_scores) == [0.6]
-    assert list(b.nodule_scores) == [0.2] and list(b.fp_scores) == [0.5]
-    assert match_scan("b", "pb", [(0.4, (0, 0, 4.1))], SCAN_B).nodule_scores[0] == 0.0  # just outside the radius
+    assert list(a.finding_scores) == [0.9, 0.3] and list(a.fp_scores) == [0.6]
+    assert list(b.finding_scores) == [0.2] and list(b.fp_scores) == [0.5]
+    assert match_scan("b", "pb", [(0.4, (0, 0, 4.1))], SCAN_B).finding_scores[0] == 0.0  # just outside the radius
 
 
 def test_froc_and_cpm_match_the_hand_worked_example():
@@ -67,8 +67,8 @@ def test_operating_point_and_sensitivity_by_size():
     assert 0.5 < threshold <= 0.6
     rows = sensitivity_by_size(scans, [3, 7, 12], threshold)
     assert rows == [
-        {"from_mm": 3.0, "to_mm": 7.0, "nodules": 1, "hits": 0, "sensitivity": 0.0},  # the 6 mm one scored 0.3
-        {"from_mm": 7.0, "to_mm": 12.0, "nodules": 2, "hits": 1, "sensitivity": 0.5},
+        {"from_mm": 3.0, "to_mm": 7.0, "findings": 1, "hits": 0, "sensitivity": 0.0},  # the 6 mm one scored 0.3
+        {"from_mm": 7.0, "to_mm": 12.0, "findings": 2, "hits": 1, "sensitivity": 0.5},
     ]
     assert operating_threshold(scans, 8.0) == 0.0  # every candidate kept
 

@@ -71,6 +71,7 @@ def without_segmentation(repo: Path) -> None:
         "results/brain_registration",
         "results/cardiac_cine",
         "results/lung_nodule_detection",
+        "results/fracture_xray",
     )
 
     def drop(dvc_yaml):

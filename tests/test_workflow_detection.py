@@ -17,8 +17,11 @@ CASESTUDY = "config/casestudies/lung_nodule_detection.yaml"
 MODELS = {"centre_point", "unet_components"}
 
 
+FRACTURES = "config/casestudies/fracture_xray.yaml"
+
+
 def make_tiny_detection(workdir) -> None:
-    """lung_nodule_detection only: 12 small volumes, three epochs."""
+    """The two detection case studies: 12 small CT volumes, 24 radiographs, three epochs."""
 
     def shrink(cs):
         cs["dataset"]["params"].update(n_patients=12, size=[32, 32, 16], spacing=[3.0, 3.0, 5.0])
@@ -28,8 +31,15 @@ def make_tiny_detection(workdir) -> None:
         for spec in cs["models"].values():
             spec.pop("train", None)  # a model's own epochs would override the three
 
+    def shrink_fractures(cs):
+        cs["dataset"]["params"].update(n_patients=24, size=64)
+        cs["split"].update(k=3, test_fraction=0.25)
+        cs["detection"].update(n_bootstrap=50)
+        cs["train"].update(epochs=3)
+
     edit_yaml(workdir / CASESTUDY, shrink)
-    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[CASESTUDY]))
+    edit_yaml(workdir / FRACTURES, shrink_fractures)
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(casestudies=[CASESTUDY, FRACTURES]))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +60,7 @@ def test_both_detectors_are_scored_by_the_luna16_protocol_with_intervals(detecti
         assert m["cpm"] == pytest.approx(sum(m["sensitivity"]) / 7)
         assert all(lo <= s <= hi for s, lo, hi in zip(m["sensitivity"], m["sensitivity_ci_low"], m["sensitivity_ci_high"]))
         assert 0.0 <= m["map"] <= 1.0 and m["seconds_per_volume"]["forward"] > 0
-        assert sum(r["nodules"] for r in m["sensitivity_by_size"]) <= metrics["n_test_nodules"]
+        assert sum(r["findings"] for r in m["sensitivity_by_size"]) <= metrics["n_test_findings"]
     assert set(metrics["comparisons"]) == {"unet_components"} and metrics["cpm_difference_from"] == "centre_point"
     assert (results / "data/boxes.tsv").is_file() and json.loads((results / "qc/geometry.json").read_text())["n_boxes"] > 0
     for figure in ("froc", "detection_overlays", "sensitivity_by_size"):
@@ -59,6 +69,17 @@ def test_both_detectors_are_scored_by_the_luna16_protocol_with_intervals(detecti
     assert card["task"] == "detection" and card["input"]["window"] == [-1000, 400]
     history = pd.read_csv(results / "models/unet_components/fold_0/history.tsv", sep="\t")
     assert list(history["epoch"]) == [1, 2, 3] and "val_cpm" in history
+
+
+def test_fractures_are_found_in_2d_radiographs_with_their_boxes(detection_run):
+    results = detection_run / "results/fracture_xray"
+    metrics = json.loads((results / "detection/metrics.json").read_text())
+    assert metrics["map_iou"] == 0.5 and set(metrics["models"]) == MODELS  # the 2D default: mAP50
+    boxes = pd.read_csv(results / "data/boxes.tsv", sep="\t")
+    assert boxes["centre_z"].isna().all() and set(boxes["finding"]) <= {"displaced", "hairline"}
+    candidates = pd.read_csv(results / "detection/candidates.tsv", sep="\t")
+    assert candidates["centre_z"].isna().all() and len(candidates) > 0
+    assert (results / "figures/detection_overlays.png").stat().st_size > 10_000
 
 
 def test_candidates_come_from_test_patients_only(detection_run):

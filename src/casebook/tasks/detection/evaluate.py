@@ -108,7 +108,7 @@ def paired_cpm_difference(a: list[ScanResult], b: list[ScanResult], *, n_boot: i
     draws = []
     for _ in range(n_boot):
         idx = resample_groups(members, rng)
-        if sum(len(a[i].nodule_scores) for i in idx):
+        if sum(len(a[i].finding_scores) for i in idx):
             draws.append(cpm([a[i] for i in idx]) - cpm([b[i] for i in idx]))
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(draws, [tail, 100.0 - tail]) if draws else (np.nan, np.nan)
@@ -142,7 +142,7 @@ def evaluate_stage(
     test_boxes = [boxes.get(v, []) for v in test.ids]
     if not any(not b.excluded for v in test_boxes for b in v):
         raise ValueError(
-            f"{inputs['splits']}: the {len(test)} test scans hold no nodule (boxes of {inputs['data']}): the FROC is undefined; "
+            f"{inputs['splits']}: the {len(test)} test images hold no finding (boxes of {inputs['data']}): the FROC is undefined; "
             "a larger test fraction or more data gives it some"
         )
     n_boot, level = int(settings["n_bootstrap"]), float(settings["ci_level"])
@@ -181,7 +181,7 @@ def evaluate_stage(
         "operating_fps": float(settings["operating_fps"]),
         "n_test_volumes": len(test),
         "n_test_patients": len(set(test.patients)),
-        "n_test_nodules": n_nodules,
+        "n_test_findings": n_nodules,
         "n_test_excluded": sum(b.excluded for v in test_boxes for b in v),
         "ci_level": level,
         "n_bootstrap": n_boot,
@@ -189,7 +189,7 @@ def evaluate_stage(
         "threads": torch.get_num_threads(),
     }
     write_json(outputs["metrics"], metrics)
-    figures.plot_froc(per_model, f"{title}: {len(test)} test scans, {n_nodules} nodules", outputs["froc"])
+    figures.plot_froc(per_model, f"{title}: {len(test)} test images, {n_nodules} findings", outputs["froc"])
     figures.plot_overlays(test, test_boxes, found[first], f"{title}: {first} on test scans", outputs["overlays"])
     figures.plot_sensitivity_by_size(
         per_model, f"{title}: sensitivity by size at {settings['operating_fps']:g} FP/scan", outputs["by_size"]

@@ -1,5 +1,5 @@
 """Figures of the detection family: FROC curves with their bootstrap bands, test scans
-with hits, false positives and misses marked, and sensitivity by nodule size."""
+with hits, false positives and misses marked, and sensitivity by finding size."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
+from matplotlib.patches import Circle, Rectangle  # noqa: E402
 
 from casebook.analysis.plotting import save_figure  # noqa: E402
 from casebook.boxes import Box  # noqa: E402
@@ -60,8 +60,9 @@ def _view(volumes: Volumes, i: int, box: Box) -> tuple[np.ndarray, int | None]:
 def plot_overlays(
     volumes: Volumes, boxes: Sequence[Sequence[Box]], cands: Sequence[Sequence[tuple]], title: str, path: str | Path, n: int = 4
 ) -> None:
-    """Up to ``n`` test scans, each at the slice through its largest nodule (3D): findings
-    as circles of their radius (yellow found, dashed cyan missed, grey excluded),
+    """Up to ``n`` test images, 3D ones at the slice through their largest finding:
+    findings as their boxes (2D) or circles of their hit radius (3D; yellow found, dashed
+    cyan missed, grey excluded),
     candidates centred in the slice as crosses (yellow hits, red false positives, grey
     ignored: within an excluded finding only) with their scores."""
     shown = [i for i, b in enumerate(boxes) if any(not x.excluded for x in b)][:n]
@@ -78,7 +79,12 @@ def plot_overlays(
                 continue
             hit = any(np.linalg.norm(np.asarray(c) - np.asarray(box.centre)) <= box.diameter / 2 for _, c, _ in cands[i])
             colour = STYLE["excluded"] if box.excluded else STYLE["hit"] if hit else STYLE["missed"]
-            ax.add_patch(Circle(centre[:2], box.diameter / 2 / spacing[0], fill=False, color=colour, lw=1.0, ls="-" if hit else "--"))
+            style = {"fill": False, "color": colour, "lw": 1.0, "ls": "-" if hit else "--"}
+            if z is None:  # 2D: the box itself
+                size = np.asarray(box.size) / spacing[:2]
+                ax.add_patch(Rectangle(centre[:2] - size / 2, *size, **style))
+            else:  # 3D: the hit radius in the slice
+                ax.add_patch(Circle(centre[:2], box.diameter / 2 / spacing[0], **style))
         for (score, centre, _), outcome in zip(cands[i], outcomes(cands[i], boxes[i])):
             pixel = _to_pixel(volumes, i, centre)
             if z is not None and abs(pixel[2] - z) > 0.5:
@@ -95,7 +101,7 @@ def plot_overlays(
 
 
 def plot_sensitivity_by_size(per_model: dict[str, dict[str, Any]], title: str, path: str | Path) -> None:
-    """Sensitivity per diameter bin and model at the operating point, nodules per bin below."""
+    """Sensitivity per diameter bin and model at the operating point, findings per bin below."""
     names = list(per_model)
     bins = per_model[names[0]]["sensitivity_by_size"]
     x = np.arange(len(bins))
@@ -104,7 +110,7 @@ def plot_sensitivity_by_size(per_model: dict[str, dict[str, Any]], title: str, p
     for k, name in enumerate(names):
         values = [r["sensitivity"] for r in per_model[name]["sensitivity_by_size"]]
         ax.bar(x + (k - (len(names) - 1) / 2) * width, np.nan_to_num(values), width, label=name)
-    ax.set_xticks(x, [f"{r['from_mm']:g}-{r['to_mm']:g} mm\n(n={r['nodules']})" for r in bins], fontsize=8)
+    ax.set_xticks(x, [f"{r['from_mm']:g}-{r['to_mm']:g} mm\n(n={r['findings']})" for r in bins], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("sensitivity")
     ax.legend(fontsize=8)

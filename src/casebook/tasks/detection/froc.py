@@ -33,7 +33,7 @@ class ScanResult:
     image_id: str
     patient: str
     fp_scores: np.ndarray
-    nodule_scores: np.ndarray
+    finding_scores: np.ndarray
     diameters: np.ndarray
 
 
@@ -73,10 +73,10 @@ def froc_curve(scans: Sequence[ScanResult]) -> tuple[np.ndarray, np.ndarray]:
     fp = np.concatenate([s.fp_scores for s in scans] + [np.zeros(1)])
     # the 0 appended: MONAI's thresholds skip the lowest score seen, which must be below
     # every real one so that the most permissive operating point is kept
-    tp = np.concatenate([s.nodule_scores for s in scans])
+    tp = np.concatenate([s.finding_scores for s in scans])
     n_nodules = len(tp)
     if n_nodules == 0:
-        raise ValueError("no nodules in the scans scored: the FROC is undefined")
+        raise ValueError("no findings in the scans scored: the FROC is undefined")
     return compute_froc_curve_data(fp, tp, n_nodules, len(scans))
 
 
@@ -99,7 +99,7 @@ def bootstrap_cpm(scans: Sequence[ScanResult], *, n_boot: int, level: float, see
     draws, curves = [], []
     for _ in range(n_boot):
         picked = [scans[i] for i in resample_groups(members, rng)]
-        if sum(len(s.nodule_scores) for s in picked) == 0:
+        if sum(len(s.finding_scores) for s in picked) == 0:
             continue
         curves.append(sensitivities(picked))
         draws.append(float(np.mean(curves[-1])))
@@ -126,7 +126,7 @@ def operating_threshold(scans: Sequence[ScanResult], fps_per_scan: float) -> flo
 
 def sensitivity_by_size(scans: Sequence[ScanResult], bins_mm: Sequence[float], threshold: float) -> list[dict[str, float]]:
     """Per diameter bin [lo, hi): nodules, hits at ``threshold`` and sensitivity."""
-    scores = np.concatenate([s.nodule_scores for s in scans])
+    scores = np.concatenate([s.finding_scores for s in scans])
     diameters = np.concatenate([s.diameters for s in scans])
     hit = (scores >= threshold) & (scores > 0)
     rows = []
@@ -137,7 +137,7 @@ def sensitivity_by_size(scans: Sequence[ScanResult], bins_mm: Sequence[float], t
             {
                 "from_mm": float(lo),
                 "to_mm": float(hi),
-                "nodules": n,
+                "findings": n,
                 "hits": int(hit[inside].sum()),
                 "sensitivity": float(hit[inside].mean()) if n else float("nan"),
             }

@@ -2,8 +2,9 @@
 
 A finding is a Gaussian peak on the heatmap, exactly 1 at its centre voxel, with a
 standard deviation of a sixth of its size along each axis (at least
-:data:`MIN_SIGMA` voxels), and the log of its size (voxels) in the size channels at
-that voxel. Excluded findings are not targets: the loss ignores the voxels around them,
+:data:`MIN_SIGMA` voxels), and the log of its size (voxels) in the size channels where
+its peak is above half (CenterNet teaches the size at the centre alone: with a few
+hundred training images a size learns too slowly from one voxel each). Excluded findings are not targets: the loss ignores the voxels around them,
 so that a detector is neither taught to find nor to miss them. Decoding keeps the local
 maxima of the predicted heatmap (a max-pool that leaves them unchanged) above a score,
 each with the size predicted at it.
@@ -26,12 +27,13 @@ def _gaussian(shape: tuple[int, ...], centre: np.ndarray, sigma: np.ndarray) -> 
 
 def targets(shape: tuple[int, ...], centres: np.ndarray, sizes: np.ndarray, excluded: np.ndarray) -> dict[str, np.ndarray]:
     """The training targets of one volume: ``heatmap`` (1, *shape), ``size`` (ndim,
-    *shape; log voxels at the centres), ``centres`` (1, *shape; 1 at each centre) and
-    ``weight`` (1, *shape; 0 around excluded findings). ``centres``/``sizes``: (n, ndim)
-    voxels in array-axis order."""
+    *shape; log voxels around each centre), ``size_weight`` (1, *shape; where the sizes
+    are taught), ``centres`` (1, *shape; 1 at each centre) and ``weight`` (1, *shape; 0
+    around excluded findings). ``centres``/``sizes``: (n, ndim) voxels in array-axis order."""
     ndim = len(shape)
     heat = np.zeros(shape, np.float32)
     size = np.zeros((ndim, *shape), np.float32)
+    weight_size = np.zeros(shape, np.float32)
     at_centre = np.zeros(shape, np.float32)
     weight = np.ones(shape, np.float32)
     for centre, extent, skip in zip(centres, sizes, excluded):
@@ -41,11 +43,15 @@ def targets(shape: tuple[int, ...], centres: np.ndarray, sizes: np.ndarray, excl
         if skip:
             weight[blob > 0.05] = 0.0
             continue
+        # the size is taught wherever this finding's peak is the map's, down to half of it:
+        # a few voxels per finding rather than one, so sizes learn as fast as the peaks
+        near = (blob >= 0.5) & (blob >= heat)
+        size[:, near] = np.log(np.maximum(np.asarray(extent, np.float32), 1.0))[:, None]
+        weight_size[near] = 1.0
         heat = np.maximum(heat, blob.astype(np.float32))
         if np.all((peak >= 0) & (peak < np.array(shape))):
             at_centre[tuple(peak)] = 1.0
-            size[(slice(None), *peak)] = np.log(np.maximum(extent, 1.0))
-    return {"heatmap": heat[None], "size": size, "centres": at_centre[None], "weight": weight[None]}
+    return {"heatmap": heat[None], "size": size, "size_weight": weight_size[None], "centres": at_centre[None], "weight": weight[None]}
 
 
 def focal_loss(logits: torch.Tensor, heat: torch.Tensor, weight: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
@@ -57,9 +63,9 @@ def focal_loss(logits: torch.Tensor, heat: torch.Tensor, weight: torch.Tensor, a
     return (pos.sum() + neg.sum()) / positive.sum().clamp(min=1)
 
 
-def size_loss(pred: torch.Tensor, size: torch.Tensor, at_centre: torch.Tensor) -> torch.Tensor:
-    """L1 of the log sizes at the centres only."""
-    return (torch.abs(pred - size) * at_centre).sum() / (at_centre.sum() * pred.shape[1]).clamp(min=1)
+def size_loss(pred: torch.Tensor, size: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """L1 of the log sizes where they are taught (around each centre)."""
+    return (torch.abs(pred - size) * where).sum() / (where.sum() * pred.shape[1]).clamp(min=1)
 
 
 #: above this many voxels over the score floor (an untrained map), one max-pool over the

@@ -75,7 +75,7 @@ def _batch(items: list[dict[str, np.ndarray]], flips: np.ndarray) -> dict[str, t
 
 def detection_loss(kind: str, output: torch.Tensor, batch: dict[str, torch.Tensor], dice: MaskedDiceLoss) -> torch.Tensor:
     if kind == "centre_point":
-        return focal_loss(output[:, :1], batch["heatmap"], batch["weight"]) + size_loss(output[:, 1:], batch["size"], batch["centres"])
+        return focal_loss(output[:, :1], batch["heatmap"], batch["weight"]) + size_loss(output[:, 1:], batch["size"], batch["size_weight"])
     label = batch["label"].long()
     ce = (F.cross_entropy(output, label[:, 0], reduction="none") * batch["weight"][:, 0]).mean()
     return dice(output, label, mask=batch["weight"]) + ce
@@ -97,7 +97,7 @@ def validation_cpm(model, kind: str, volumes: Volumes, boxes: dict[str, list], s
         match_scan(vid, pid, [(s, c) for s, c, _ in cands], boxes.get(vid, []))
         for vid, pid, cands in zip(volumes.ids, volumes.patients, scan_candidates(model, kind, volumes, settings))
     ]
-    return cpm(scans) if sum(len(s.nodule_scores) for s in scans) else float("nan")
+    return cpm(scans) if sum(len(s.finding_scores) for s in scans) else float("nan")
 
 
 def fit(
