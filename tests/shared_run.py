@@ -15,11 +15,11 @@ from pathlib import Path
 
 from workflow_helpers import copy_workflow, edit_yaml, make_tiny, snakemake
 
-#: training epochs of the chest X-ray DenseNet (both folds) in the shared run: 16, not
+#: training epochs of the chest X-ray DenseNet (both folds) in the shared run: 10, not
 #: make_tiny's 6, so that the SLURM test can cancel its training job mid-run and compare
 #: the resumed cluster run with this one (about a second per epoch: cheaper than a second
 #: local run).
-CXR_EPOCHS = 16
+CXR_EPOCHS = 10
 #: training epochs of the chest X-ray ResNet-18 in the shared run: no test reads its
 #: quality, only that it trains, is evaluated, explained, swept and compared; it is the
 #: slowest model per epoch (about ten times the DenseNet's).

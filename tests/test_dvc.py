@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import REPO, copy_workflow, edit_yaml, make_tiny
+from shared_run import configure_tiny_run
+from workflow_helpers import REPO, copy_workflow, edit_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -83,22 +84,17 @@ def without_segmentation(repo: Path) -> None:
     edit_yaml(repo / "dvc.yaml", drop)
 
 
-def one_epoch_one_fold(repo: Path) -> None:
-    """DVC versions whatever the run writes: no test here reads a model's quality or a
-    second fold, so every model trains one epoch on fold 0 (the three fold-0 models whose
-    metrics and curves dvc.yaml names)."""
-
-    def shrink(cs):
-        cs["train"]["epochs"] = 1
-        cs["folds"] = [0]
-
-    for cs in ("pneumonia_cxr", "nodule_ct"):
-        edit_yaml(repo / f"config/casestudies/{cs}.yaml", shrink)
+#: what a run leaves beside the workflow: copied from the session's shared run
+RUN_PARTS = ("results", "resources", "provenance", "logs", ".snakemake")
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    """A git repository of the project with the tiny config, reproduced by 'dvc repro'."""
+def reproduced(tmp_path_factory, tiny_run):
+    """A git repository of the project with the config of the session's shared run
+    (tests/shared_run.py) and that run's outputs, reproduced by 'dvc repro' (no lock yet):
+    DVC runs both stages, whose Snakemake finds the work done (modification times kept)
+    and writes the report. Training the tiny pipeline again here cost about 80 s and
+    tested nothing of DVC's."""
     repo = copy_workflow(tmp_path_factory.mktemp("dvc") / "repo")
     for part in DVC_PARTS:
         src, dest = REPO / part, repo / part
@@ -107,9 +103,11 @@ def reproduced(tmp_path_factory):
             shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest)
-    make_tiny(repo)
-    one_epoch_one_fold(repo)
+    configure_tiny_run(repo)
     without_segmentation(repo)
+    for part in RUN_PARTS:
+        if (tiny_run / part).exists():
+            shutil.copytree(tiny_run / part, repo / part, symlinks=True, dirs_exist_ok=True)
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tiny casebook")

@@ -1,13 +1,13 @@
 """`snakemake --profile slurm` on a real one-node SLURM cluster (tests/slurm_cluster.py).
 
-One branch of the tiny pipeline, from ingest to the evaluation of the chest X-ray
-DenseNet's first fold (every kind of job on the way: local downloads, grouped QC jobs,
-preprocessing, training, the grouped inference job), goes through the production profile
-(slurm/config.yaml) with only two test flags on the command line: squeue as the status
-command (there is no slurmdbd, so sacct fails) and a short wait before the first status
-check. (Every rule's plan under the profile, groups and resources, is checked by a dry
-run of the whole DAG in tests/test_workflow_dag.py; running all of it here cost minutes
-of sbatch round trips and tested nothing more.) A training job is cancelled mid-run with scancel; the profile's retry resubmits
+The shared local run's outputs are copied in, less the chest X-ray DenseNet's first fold
+(its model and evaluation): the profile (slurm/config.yaml) runs that training job and
+the grouped inference job through sbatch, with only two test flags on the command line:
+squeue as the status command (there is no slurmdbd, so sacct fails) and a short wait
+before the first status check. (Every rule's plan under the profile, groups and
+resources, is checked by a dry run of the whole DAG in tests/test_workflow_dag.py;
+running every job of the tiny DAG here cost about 4 minutes of sbatch round trips, the
+data side's jobs about 40 s more, and tested nothing more.) A training job is cancelled mid-run with scancel; the profile's retry resubmits
 it with more memory, it resumes from its checkpoint, and the metrics are byte for byte
 those of a local run of the same config.
 """
@@ -38,7 +38,7 @@ pytestmark = [
 RUN = "pneumonia_cxr/models/densenet_small/fold_0"
 TRAIN_COMMENT = "rule_train_wildcards_pneumonia_cxr_densenet_small_0"  # sbatch --comment of that job
 TRAIN_LOG = "logs/pneumonia_cxr/train/densenet_small/fold_0.log"
-# the shared local run's (tests/shared_run.py): 16, long enough to cancel the job mid-run
+# the shared local run's (tests/shared_run.py): 10, long enough to cancel the job mid-run
 # (about a second per epoch)
 EPOCHS = CXR_EPOCHS
 CANCEL_AFTER_EPOCH = 3
@@ -49,11 +49,23 @@ EVALUATION = "results/pneumonia_cxr/evaluation/densenet_small/fold_0"
 TARGETS = (f"{EVALUATION}/metrics.json", f"{EVALUATION}/predictions.tsv")
 
 
-def prepare(dest: Path) -> Path:
-    """The config of the session's shared local run, with the SLURM profile."""
+#: what the shared run left beside the workflow, and what of it the cluster makes again
+RUN_PARTS = ("results", "resources", "provenance", "logs", ".snakemake")
+REDONE = (f"results/{RUN}", EVALUATION, f"provenance/results/{RUN}", f"provenance/{EVALUATION}")
+
+
+def prepare(dest: Path, local_run: Path) -> Path:
+    """The config and outputs (modification times kept) of the session's shared local
+    run, with the SLURM profile, less the first fold's model and evaluation."""
     workdir = copy_workflow(dest)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     configure_tiny_run(workdir)
+    for part in RUN_PARTS:
+        if (local_run / part).exists():
+            shutil.copytree(local_run / part, workdir / part, symlinks=True, dirs_exist_ok=True)
+    for path in REDONE:
+        shutil.rmtree(workdir / path, ignore_errors=True)
+    (workdir / TRAIN_LOG).unlink(missing_ok=True)
     return workdir
 
 
@@ -82,7 +94,7 @@ def last_epoch(log: Path) -> int:
 
 
 def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_resumes(cluster, local_run, tmp_path):
-    workdir = prepare(tmp_path / "cluster_run")
+    workdir = prepare(tmp_path / "cluster_run", local_run)
     env = {**cluster.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{cluster.env['PATH']}", "MPLBACKEND": "Agg"}
     console = tmp_path / "snakemake.out"
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", *TEST_FLAGS, *TARGETS]
@@ -110,7 +122,7 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
 
     # every job went through sbatch: Snakemake names the SLURM job ids, SLURM kept their logs
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
-    assert len(submitted) >= 6, text[-4000:]  # ingest, qc groups, preprocess, the training and its retry, inference
+    assert len(submitted) >= 3, text[-4000:]  # the training, its retry, the grouped inference
     slurm_logs = {p.stem for p in (workdir / "logs/slurm").rglob("*.log")}
     assert set(submitted) <= slurm_logs
 
@@ -126,8 +138,8 @@ def test_profile_runs_the_pipeline_through_sbatch_and_a_cancelled_training_job_r
     assert resumed and int(resumed.group(1)) >= CANCEL_AFTER_EPOCH
 
     # the interrupted cluster run ends exactly where the uninterrupted local run did
-    for path in (*TARGETS, "results/pneumonia_cxr/split/splits.json"):
+    for path in TARGETS:
         assert (workdir / path).read_bytes() == (local_run / path).read_bytes(), path
-    assert not (workdir / "results/nodule_ct").exists()  # the branch only
+    assert "Group job inference" in text or "group inference" in text.lower(), text[-3000:]
     history = [pd.read_csv(run / f"results/{RUN}/history.tsv", sep="\t").drop(columns="seconds") for run in (workdir, local_run)]
     pd.testing.assert_frame_equal(*history, check_exact=True)

@@ -395,8 +395,13 @@ def write_dataset(
 def _checked_boxes(rec: Record, image_path: Path) -> list[Box]:
     """A record's boxes, each of its own image and with its centre inside it."""
     boxes = list(rec.boxes or [])
+    if not boxes:
+        return boxes
+    header = sitk.ImageFileReader()  # the written image's geometry, not its voxels again
+    header.SetFileName(str(image_path))
+    header.ReadImageInformation()
     problems = [f"{rec.image_id}: box of another image {b.image_id!r}" for b in boxes if b.image_id != rec.image_id]
-    problems += box_problems(boxes, {rec.image_id: sitk.ReadImage(str(image_path))} if boxes else {}, rec.source or rec.image_id)
+    problems += box_problems(boxes, {rec.image_id: header}, rec.source or rec.image_id)
     if problems:
         raise ValueError("; ".join(problems))
     return boxes
