@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from casebook.boxes import BOXES_FILE, box_problems, read_boxes
 from casebook.fileio import read_json, write_json
-from casebook.layout import geometry_mismatches, read_manifest
+from casebook.layout import geometry_mismatches, image_header, read_manifest
 
 __all__ = [
     "GeometryError",
@@ -56,14 +56,6 @@ class GeometryError(ValueError):
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def _header(path: Path) -> sitk.ImageFileReader:
-    """The header of an image file (size, spacing, origin, direction), no pixels read."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader
 
 
 def _fmt(value: Any) -> str:
@@ -92,16 +84,16 @@ def check_geometry(dataset_dir: str | Path) -> dict[str, Any]:
         others = [(col, getattr(row, col)) for col in _columns(manifest) if getattr(row, col)]
         if not others:
             continue
-        image = _header(root / row.image)
+        image = image_header(root / row.image)
         for col, rel in others:
             n_checked += 1
-            for prop, a, b in geometry_mismatches(image, _header(root / rel)):
+            for prop, a, b in geometry_mismatches(image, image_header(root / rel)):
                 problems.append(f"{row.image_id}: {col} {rel} {prop} {_fmt(b)} != image {row.image} {prop} {_fmt(a)}")
     n_boxes = 0
     if (root / BOXES_FILE).is_file():  # a detection data set: its boxes lie in their images
         boxes = read_boxes(root / BOXES_FILE)
         n_boxes = len(boxes)
-        headers = {row.image_id: _header(root / row.image) for row in manifest.itertuples(index=False)}
+        headers = {row.image_id: image_header(root / row.image) for row in manifest.itertuples(index=False)}
         problems += box_problems(boxes, headers, str(root / BOXES_FILE), first_row=2)
     if problems:
         lines = problems[:MAX_REPORTED]

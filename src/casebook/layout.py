@@ -392,14 +392,20 @@ def write_dataset(
     return manifest
 
 
+def image_header(path: str | Path) -> sitk.ImageFileReader:
+    """The header of an image file (size, spacing, origin, direction), no pixels read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
 def _checked_boxes(rec: Record, image_path: Path) -> list[Box]:
     """A record's boxes, each of its own image and with its centre inside it."""
     boxes = list(rec.boxes or [])
     if not boxes:
         return boxes
-    header = sitk.ImageFileReader()  # the written image's geometry, not its voxels again
-    header.SetFileName(str(image_path))
-    header.ReadImageInformation()
+    header = image_header(image_path)  # the written image's geometry, not its voxels again
     problems = [f"{rec.image_id}: box of another image {b.image_id!r}" for b in boxes if b.image_id != rec.image_id]
     problems += box_problems(boxes, {rec.image_id: header}, rec.source or rec.image_id)
     if problems:

@@ -40,20 +40,13 @@ def plot_froc(per_model: dict[str, dict[str, Any]], title: str, path: str | Path
     save_figure(fig, path)
 
 
-def _to_pixel(volumes: Volumes, i: int, point) -> np.ndarray:
-    """Continuous voxel index (x, y[, z]) of a world point in volume ``i``."""
-    nd = volumes.ndim
-    direction = volumes.direction[i].reshape(nd, nd)
-    return direction.T @ (np.asarray(point) - volumes.origin[i]) / volumes.spacing[i]
-
-
 def _view(volumes: Volumes, i: int, box: Box) -> tuple[np.ndarray, int | None]:
     """The 2D image to draw: the axial slice through a finding's centre in 3D (and its
     index), the image itself in 2D."""
     image = volumes.images[i]
     if volumes.ndim == 2:
         return np.asarray(image), None
-    z = int(np.clip(np.rint(_to_pixel(volumes, i, box.centre)[2]), 0, image.shape[0] - 1))
+    z = int(np.clip(np.rint(volumes.to_index(i, box.centre)[2]), 0, image.shape[0] - 1))
     return np.asarray(image[z]), z
 
 
@@ -74,7 +67,7 @@ def plot_overlays(
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         spacing = volumes.spacing[i]
         for box in boxes[i]:
-            centre = _to_pixel(volumes, i, box.centre)
+            centre = volumes.to_index(i, box.centre)
             if z is not None and abs(centre[2] - z) * spacing[2] > box.size[2] / 2:
                 continue
             hit = any(np.linalg.norm(np.asarray(c) - np.asarray(box.centre)) <= box.diameter / 2 for _, c, _ in cands[i])
@@ -86,7 +79,7 @@ def plot_overlays(
             else:  # 3D: the hit radius in the slice
                 ax.add_patch(Circle(centre[:2], box.diameter / 2 / spacing[0], **style))
         for (score, centre, _), outcome in zip(cands[i], outcomes(cands[i], boxes[i])):
-            pixel = _to_pixel(volumes, i, centre)
+            pixel = volumes.to_index(i, centre)
             if z is not None and abs(pixel[2] - z) > 0.5:
                 continue
             ax.plot(*pixel[:2], marker="x", color=colour_of[outcome], ms=5, mew=1.2)

@@ -57,6 +57,12 @@ class Volumes:
         direction = self.direction[i].reshape(self.ndim, self.ndim)
         return self.origin[i] + direction @ (index_xyz * self.spacing[i])
 
+    def to_index(self, i: int, point) -> np.ndarray:
+        """Continuous voxel index (x, y[, z]) of a world point in volume ``i`` (the inverse
+        of :meth:`to_world`, in SimpleITK's index order)."""
+        direction = self.direction[i].reshape(self.ndim, self.ndim)
+        return direction.T @ (np.asarray(point, float) - self.origin[i]) / self.spacing[i]
+
     def size_to_world(self, i: int, size: np.ndarray) -> np.ndarray:
         """A size in voxels (array-axis order) as mm along x, y, z (a permuted or flipped
         grid's axes mapped through its direction)."""
@@ -68,7 +74,7 @@ def voxel_box(box: Box, image: sitk.Image) -> np.ndarray:
     """A world box as (centre, size, excluded) in voxels of ``image``, array-axis order."""
     ndim = image.GetDimension()
     direction = np.array(image.GetDirection()).reshape(ndim, ndim)
-    index = direction.T @ (np.array(box.centre) - np.array(image.GetOrigin())) / np.array(image.GetSpacing())
+    index = np.array(image.TransformPhysicalPointToContinuousIndex(tuple(float(c) for c in box.centre)))
     size = np.abs(direction.T @ np.array(box.size)) / np.array(image.GetSpacing())
     return np.concatenate([index[::-1], size[::-1], [float(box.excluded)]])
 
