@@ -5,10 +5,12 @@ Volumes are made and prepared as the pipeline makes them (synthetic chest CT, 48
 the engine picks (a GPU when there is one) with the threads torch has:
 
 - ``pipeline``: casebook.tasks.detection.networks.candidates, numpy volume in,
-  candidates out (forward pass, then the heatmap's peaks and MONAI's NMS, or the
-  connected components);
-- ``bare``: the MONAI U-Net's forward pass alone on a tensor already on the device;
-- ``post``: the post-processing alone, on outputs already computed.
+  candidates out (forward pass, then the heatmap's peaks and MONAI's NMS, the
+  connected components, or RetinaNet's anchor decoding and box selection);
+- ``bare``: the network's forward pass alone on a tensor already on the device (the
+  MONAI U-Net; RetinaNet's ResNet-FPN and heads);
+- ``post``: the post-processing's share of the pipeline, per volume (timed apart from
+  the network's forward pass in one more pass).
 
 Volumes per second of each, the ratio of pipeline to bare throughput, and the
 post-processing time per volume. A detector trained for ``--epochs`` first (0: the
@@ -34,7 +36,7 @@ from casebook.boxes import BOXES_FILE, boxes_of, read_boxes
 from casebook.engine.runtime import select_device
 from casebook.layout import write_dataset
 from casebook.synthetic.chest_ct import CLASS_NAMES, generate_chest_ct
-from casebook.tasks.detection.networks import KINDS, build_detector, candidates, component_candidates, forward, heatmap_candidates
+from casebook.tasks.detection.networks import KINDS, build_detector, candidates
 from casebook.tasks.detection.train import fit, load_detector
 from casebook.tasks.detection.volumes import load_volumes, prepare_volumes
 
@@ -47,6 +49,9 @@ SETTINGS = {
     "nms_iou": 0.1,
     "component_threshold": 0.3,
 }
+
+#: RetinaNet learns its sparse anchors at a lower rate (as in lung_nodule_detection.yaml)
+LR = {"retinanet": 0.002}
 
 
 def best_of(repeats: int, run) -> float:
@@ -80,26 +85,34 @@ def main() -> None:
             if args.epochs:
                 cfg = {
                     "network": network,
-                    "train": {"epochs": args.epochs, "batch_size": 2, "optimizer": "adam", "lr": 0.01, "schedule": {"name": "none"}},
+                    "train": {
+                        "epochs": args.epochs,
+                        "batch_size": 2,
+                        "optimizer": "adam",
+                        "lr": LR.get(kind, 0.01),
+                        "schedule": {"name": "none"},
+                    },
                 }
                 fit({**cfg, "device": str(device)}, train, train, boxes, settings, Path(tmp) / kind)
                 model = load_detector(Path(tmp) / kind / "model.pt", network, device)
             else:
                 model = build_detector(network, 3).to(device).eval()
             tensors = [torch.from_numpy(np.array(v))[None, None].to(device) for v in test.images]
-            outputs = [forward(model, v, args.patch) for v in test.images]
-            post = heatmap_candidates if kind == "centre_point" else component_candidates
+            # RetinaNet's bare network is its ResNet-FPN with the heads, without MONAI's
+            # anchor decoding and box selection
+            net = model.network if kind == "retinanet" else model
 
             def bare():
                 with torch.no_grad():
                     for x in tensors:
-                        model(x)
+                        net(x)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
 
             pipeline_s = best_of(args.repeats, lambda: [candidates(model, kind, v, settings) for v in test.images])
             bare_s = best_of(args.repeats, bare)
-            post_s = best_of(args.repeats, lambda: [post(o, settings) for o in outputs])
+            seconds: dict[str, float] = {}
+            found = [candidates(model, kind, v, settings, seconds) for v in test.images]
             n = len(test)
             rows.append(
                 {
@@ -107,8 +120,8 @@ def main() -> None:
                     "pipeline_vol_per_s": n / pipeline_s,
                     "bare_vol_per_s": n / bare_s,
                     "pipeline_over_bare_throughput": bare_s / pipeline_s,
-                    "post_ms_per_vol": 1000 * post_s / n,
-                    "candidates_per_vol": float(np.mean([len(post(o, settings)) for o in outputs])),
+                    "post_ms_per_vol": 1000 * seconds["post"] / n,
+                    "candidates_per_vol": float(np.mean([len(f) for f in found])),
                 }
             )
     print(

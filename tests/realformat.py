@@ -146,3 +146,48 @@ def make_luna16(root: Path, *, n_scans: int = 8, seed: int = 0) -> list[str]:
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in excluded))
     return uids
+
+
+def make_fracatlas(root: Path, *, n_images: int = 8, seed: int = 0) -> dict[str, list[list[float]]]:
+    """A FracAtlas folder as its archive extracts: casebook's synthetic limb radiographs as
+    colour JPEG files (grey in three channels, as FracAtlas's are) under
+    images/Fractured and images/Non_fractured, ``dataset.csv``, the fractures' COCO boxes
+    ([x, y, w, h] in pixels, edges on pixel boundaries) and the official split of the
+    fractured images. Returns the COCO boxes by file name."""
+    from casebook.layout import _to_sitk
+    from casebook.synthetic.limb_xray import generate_limb_xray
+
+    def layout_image(rec):  # the record's array on its grid, as ingest would write it
+        return _to_sitk(rec.image, rec.spacing, rec.origin, rec.direction)
+
+    images, annotations, rows, boxes = [], [], [], {}
+    for i, rec in enumerate(generate_limb_xray(n_patients=n_images, seed=seed)):
+        rec.boxes = rec.boxes or []
+        name = f"IMG{1000 + i:07d}.jpg"
+        image = layout_image(rec)
+        array = sitk.GetArrayFromImage(image)
+        grey = np.clip(np.rint(255 * (array - array.min()) / (np.ptp(array) + 1e-6)), 0, 255).astype(np.uint8)
+        fractured = bool(rec.boxes)
+        folder = root / "images" / ("Fractured" if fractured else "Non_fractured")
+        folder.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey] * 3, axis=-1), isVector=True), str(folder / name))
+        images.append({"id": i, "width": grey.shape[1], "height": grey.shape[0], "file_name": name})
+        spacing = np.array(image.GetSpacing())
+        for box in rec.boxes:  # world mm to pixel centres, then to COCO's pixel-boundary corners
+            centre = image.TransformPhysicalPointToContinuousIndex(box.centre)
+            w, h = np.array(box.size) / spacing
+            bbox = [centre[0] + 0.5 - w / 2, centre[1] + 0.5 - h / 2, w, h]
+            annotations.append({"id": len(annotations), "image_id": i, "category_id": 0, "iscrowd": 0, "bbox": bbox, "area": w * h})
+            boxes.setdefault(name, []).append(bbox)
+        rows.append(f"{name},0,1,0,0,0,0,0,{int(fractured)},{len(rec.boxes)},1,0,0")
+    coco = root / "Annotations/COCO JSON/COCO_fracture_masks.json"
+    coco.parent.mkdir(parents=True)
+    coco.write_text(json.dumps({"info": {}, "images": images, "annotations": annotations, "categories": [{"id": 0, "name": "fractured"}]}))
+    header = "image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,fracture_count,frontal,lateral,oblique\n"
+    (root / "dataset.csv").write_text(header + "\n".join(rows) + "\n")
+    split = root / "Utilities/Fracture Split"
+    split.mkdir(parents=True)
+    fractured = sorted(boxes)
+    (split / "train.csv").write_text("image_id\n" + "".join(f"{n}\n" for n in fractured[:-1]))
+    (split / "test.csv").write_text("image_id\n" + "".join(f"{n}\n" for n in fractured[-1:]))
+    return boxes

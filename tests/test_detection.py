@@ -192,7 +192,20 @@ SETTINGS = {
 }
 
 
-def test_a_centre_point_detector_trained_here_finds_most_nodules(tmp_path):
+#: RetinaNet's anchors (z, y, x voxels) for nodules of 8 to 14 mm on a 5 x 3 x 3 mm grid
+TEST_ANCHORS = [[2, 3, 3], [3, 4, 4]]
+
+
+@pytest.mark.parametrize(
+    ("network", "training"),
+    [
+        ({"name": "centre_point"}, {"epochs": 12, "batch_size": 4, "lr": 0.005}),
+        # sparse anchor supervision: more, smaller steps at a lower rate
+        ({"name": "retinanet", "kwargs": {"anchor_shapes": TEST_ANCHORS}}, {"epochs": 30, "batch_size": 2, "lr": 0.002}),
+    ],
+    ids=["centre_point", "retinanet"],
+)
+def test_a_detector_trained_here_finds_most_nodules(tmp_path, network, training):
     data = tmp_path / "data"
     write_dataset(
         generate_chest_ct(n_patients=20, size=(32, 32, 16), spacing=(3.0, 3.0, 5.0), seed=4, diameter_mm=(8.0, 14.0), subtle_fraction=0.0),
@@ -203,15 +216,15 @@ def test_a_centre_point_detector_trained_here_finds_most_nodules(tmp_path):
     train, test = load_volumes(tmp_path / "volumes", ids[:16]), load_volumes(tmp_path / "volumes", ids[16:])
     boxes = boxes_of(read_boxes(data / BOXES_FILE))
     cfg = {
-        "network": {"name": "centre_point"},
-        "train": {"epochs": 12, "batch_size": 4, "optimizer": "adam", "lr": 0.005, "schedule": {"name": "none"}},
+        "network": network,
+        "train": {**training, "optimizer": "adam", "schedule": {"name": "none"}},
         "seed": 0,
         "device": "cpu",
     }
     summary = fit(cfg, train, test, boxes, SETTINGS, tmp_path / "model")
 
     def test_cpm(model) -> float:
-        found = scan_candidates(model, "centre_point", test, SETTINGS)
+        found = scan_candidates(model, network["name"], test, SETTINGS)
         return cpm([match_scan(v, p, [(s, c) for s, c, _ in f], boxes.get(v, [])) for v, p, f in zip(test.ids, test.patients, found)])
 
     from casebook.tasks.detection.networks import build_detector

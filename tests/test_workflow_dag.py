@@ -17,7 +17,7 @@ def test_default_dag_dry_run(tmp_path):
     # one for the nodules), two segmentations with two models each, four restorations
     # (low dose, thick slices, contrast, missing region) with two each, one generation with
     # two (diffusion on pixels and on latents), one federated classification, two
-    # registrations (brain pairs, a cardiac cine) with one model each, two detections (nodules in CT, fractures in X-rays) with two each
+    # registrations (brain pairs, a cardiac cine) with one model each, two detections (nodules in CT, fractures in X-rays) with three each
     for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
         assert jobs.get(rule) == 14, (rule, jobs)
     assert jobs.get("preprocess") == 3, jobs  # the federated study's classification cache too
@@ -26,8 +26,8 @@ def test_default_dag_dry_run(tmp_path):
     # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
     # (7 classification fold models); the shared train rule also trains the 4 segmentation
     # models, the 4 x 2 restoration models, the two diffusion models (pixels, latents) and
-    # the two registration models and the four detectors
-    assert jobs.get("train") == 7 + 4 + 8 + 2 + 2 + 4, jobs
+    # the two registration models and the six detectors
+    assert jobs.get("train") == 7 + 4 + 8 + 2 + 2 + 6, jobs
     assert jobs.get("evaluate") == 7, jobs
     for rule in ("explain", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
@@ -38,7 +38,7 @@ def test_default_dag_dry_run(tmp_path):
     assert jobs.get("robustness_summary") == 4, jobs
     assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
     assert jobs.get("evaluate_seg") == 4, jobs
-    assert jobs.get("figure_training") == 27, jobs
+    assert jobs.get("figure_training") == 29, jobs
     simulations = ("simulate_dose", "simulate_thick_slices", "simulate_contrast", "simulate_missing_region")
     assert [jobs.get(rule) for rule in simulations] == [1] * 4, jobs
     assert jobs.get("evaluate_restoration") == 4, jobs
@@ -84,7 +84,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
     # every training job, of every family (one shared rule), gets the train rule's row
     train_blocks = [m.group(1) for m in re.finditer(r"rule train:\n((?:    .*\n)+)", out)]
-    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 2 + 2
+    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 3 + 3
     assert [b for b in train_blocks if "gpu=1" not in b or "mem_mb=8000" not in b] == []
     for cs in (
         "brain_tumour_mri",

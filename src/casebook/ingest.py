@@ -23,6 +23,7 @@ import numpy as np
 
 from casebook.adapters.case_folders import case_folder_records
 from casebook.adapters.dicom_series import dicom_records
+from casebook.adapters.fracatlas import fracatlas_records
 from casebook.adapters.image_folder import image_folder_records
 from casebook.adapters.luna16 import luna16_records
 from casebook.adapters.msd import msd_records
@@ -113,6 +114,7 @@ ADAPTERS: dict[str, Callable[..., tuple]] = {
     "image_folder": image_folder_records,
     "dicom": dicom_records,
     "luna16": luna16_records,
+    "fracatlas": fracatlas_records,
 }
 # adapters of real data: they take the pseudonymization key and the source's location
 

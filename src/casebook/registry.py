@@ -17,7 +17,7 @@ import yaml
 
 #: adapters that read real data from outside (their rules take the adapter params and the
 #: de-identification key); the others are embedded generators and MedMNIST archives
-REAL_DATA_ADAPTERS = ("msd", "case_folders", "image_folder", "dicom", "luna16")
+REAL_DATA_ADAPTERS = ("msd", "case_folders", "image_folder", "dicom", "luna16", "fracatlas")
 
 __all__ = ["RegistryError", "SCHEMA_PATH", "load_registry", "resolve", "validate_registry"]
 

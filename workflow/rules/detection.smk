@@ -1,9 +1,10 @@
 # Task family "detection" (casebook.tasks.detection): the data set's boxes (boxes.tsv,
 # world mm) become voxel targets on each resampled, windowed volume; a centre-point
 # heatmap detector and a U-Net whose connected components are the candidates, both on
-# MONAI's U-Net, learn them; the test scans are scored by the LUNA16 protocol (FROC,
-# CPM with bootstrap CIs, sensitivity by size) and MONAI's COCO mAP. Its hooks for the
-# shared rules (train, targets), then its own rules.
+# MONAI's U-Net, and MONAI's RetinaNet learn them; the test scans are scored by the
+# LUNA16 protocol (FROC, CPM with bootstrap CIs, sensitivity by size) and MONAI's COCO
+# mAP, and the detectors are compared side by side. Its hooks for the shared rules
+# (train, targets), then its own rules.
 
 
 def detection_settings(cs):
@@ -34,6 +35,7 @@ def detection_targets(cs):
         f"results/{cs}/figures/froc.png",
         f"results/{cs}/figures/detection_overlays.png",
         f"results/{cs}/figures/sensitivity_by_size.png",
+        f"results/{cs}/figures/detection_comparison.png",
     ]
     for model, fold in runs(cs):
         out += [

@@ -1,5 +1,5 @@
 """Plotting shared by every family (matplotlib / seaborn): saving a figure, the slice a
-volume is shown at, training curves, sample images and the split."""
+volume is shown at, training curves, sample images, the split and text tables."""
 
 from __future__ import annotations
 
@@ -90,4 +90,21 @@ def plot_split(table: pd.DataFrame, class_names: Sequence[str], title: str, path
         ax.text(i, counts[cols].iloc[i].sum(), f"{n} pt", ha="center", va="bottom", fontsize=7)
     ax.set(ylabel="images", xlabel="", title=title)
     ax.tick_params(axis="x", labelrotation=45)
+    save_figure(fig, path)
+
+
+def plot_text_table(cells: list[list[str]], headers: list[str], title: str, path: str | Path) -> None:
+    """A table of text drawn as an image for the report, its header row in bold."""
+    # The axes is only a frame for the table: sized to its rows so the PNG has no margins.
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.0 * len(headers)), 0.25 * (len(cells) + 1) + 0.3))
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=headers, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(headers))))
+    for (r, _), cell in table.get_celld().items():
+        if r == 0:  # header row
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#e8e8e8")
+    ax.set_title(title, fontsize=10)
     save_figure(fig, path)

@@ -124,13 +124,13 @@ TASKS: dict[str, TaskFamily] = {
         ),
         TaskFamily(
             name="detection",
-            description="findings as boxes (3D): a centre-point heatmap detector and a U-Net with connected components, scored by FROC and CPM (LUNA16)",
-            networks=("centre_point", "unet_components"),
+            description="findings as boxes (2D, 3D): a centre-point heatmap detector, a U-Net with connected components and MONAI's RetinaNet, scored by FROC and CPM (LUNA16)",
+            networks=("centre_point", "unet_components", "retinanet"),
             sections=("detection",),
             required=("models",),
             selection_metric="val_cpm",
             selection_label="CPM",
-            loss_label="focal heatmap + size L1 (centre_point); masked Dice + CE (unet_components)",
+            loss_label="focal heatmap + size L1 (centre_point); masked Dice + CE (unet_components); anchor BCE + box regression (retinanet)",
             stages=("train",),
         ),
     )

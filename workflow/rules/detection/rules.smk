@@ -36,6 +36,7 @@ rule evaluate_detection:
     output:
         candidates="results/{cs}/detection/candidates.tsv",
         metrics="results/{cs}/detection/metrics.json",
+        comparison="results/{cs}/detection/comparison.tsv",
         provenance="results/{cs}/detection/provenance.json",
         froc=report(
             "results/{cs}/figures/froc.png",
@@ -55,9 +56,16 @@ rule evaluate_detection:
             category="{cs}",
             labels={"figure": "sensitivity by nodule size"},
         ),
+        comparison_figure=report(
+            "results/{cs}/figures/detection_comparison.png",
+            caption="../../report/detection_comparison.rst",
+            category="{cs}",
+            labels={"figure": "detectors compared"},
+        ),
         froc_summary=summary_of("results/{cs}/figures/froc.png"),
         overlays_summary=summary_of("results/{cs}/figures/detection_overlays.png"),
         by_size_summary=summary_of("results/{cs}/figures/sensitivity_by_size.png"),
+        comparison_summary=summary_of("results/{cs}/figures/detection_comparison.png"),
     log:
         "logs/{cs}/evaluate_detection.log",
     benchmark:

@@ -6,12 +6,13 @@ bootstrap intervals over patients, the paired CPM difference of every other mode
 the first, mAP at one IoU (0.1 in 3D, 0.5 in 2D: MONAI's ``COCOMetric``, excluded
 findings ignored), sensitivity by size at ``operating_fps`` false positives per scan,
 and the seconds per volume of the network's forward pass and of the post-processing
-(peak finding or connected components, and NMS).
+(peak finding or connected components, and NMS; RetinaNet's anchor decoding and box
+selection). The models side by side, with those absent here named (the 6.4b comparison
+table): ``comparison.tsv`` and its figure.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 
 from casebook import provenance
+from casebook.analysis.plotting import plot_text_table
 from casebook.analysis.stats import group_members, resample_groups
 from casebook.boxes import BOXES_FILE, Box, boxes_of, read_boxes
 from casebook.engine.runtime import select_device
@@ -38,7 +40,8 @@ from casebook.tasks.detection.froc import (
     outcomes,
     sensitivity_by_size,
 )
-from casebook.tasks.detection.networks import component_candidates, forward, heatmap_candidates
+from casebook.tasks.detection.networks import candidates
+from casebook.tasks.detection.torchvision_standin import provider, torchvision_imports
 from casebook.tasks.detection.train import load_detector
 from casebook.tasks.detection.volumes import Volumes, load_volumes
 
@@ -60,18 +63,40 @@ CANDIDATE_COLUMNS = [
 def detect(model, kind: str, volumes: Volumes, settings: dict[str, Any]) -> tuple[list[list[tuple]], dict[str, float]]:
     """Every volume's candidates in world mm (score, centre, size) and the mean seconds
     per volume of the forward pass and the post-processing (after one warm-up pass)."""
-    post = heatmap_candidates if kind == "centre_point" else component_candidates
-    forward(model, volumes.images[0], settings.get("patch"))  # warm-up: first-call allocations
+    candidates(model, kind, volumes.images[0], settings)  # warm-up: first-call allocations
     out, seconds = [], {"forward": 0.0, "post": 0.0}
     for i, image in enumerate(volumes.images):
-        start = time.perf_counter()
-        output = forward(model, image, settings.get("patch"))
-        middle = time.perf_counter()
-        cands = post(output, settings)
-        seconds["forward"] += middle - start
-        seconds["post"] += time.perf_counter() - middle
+        cands = candidates(model, kind, image, settings, seconds)
         out.append([(s, volumes.to_world(i, c), volumes.size_to_world(i, z)) for s, c, z in cands])
     return out, {k: v / len(volumes) for k, v in seconds.items()}
+
+
+def absent_models() -> dict[str, str]:
+    """The comparison's models that did not run here, and why."""
+    why = "not run: casebook has no Mask R-CNN yet"
+    return {"mask_rcnn": why if torchvision_imports() else f"{why} (torchvision, which it needs, does not import here)"}
+
+
+def comparison_table(per_model: dict[str, dict[str, Any]], map_iou: float, absent: dict[str, str]) -> pd.DataFrame:
+    """One row of text per model: the CPM with its interval, the sensitivity at one false
+    positive per scan, the AP, the parameters and the milliseconds per volume; then a row
+    per absent model, its status saying why."""
+    one_fp = FP_RATES.index(1.0)
+    rows = [
+        {
+            "model": name,
+            "CPM (CI)": f"{m['cpm']:.3f} ({m['ci_low']:.3f}-{m['ci_high']:.3f})",
+            "sensitivity at 1 FP/scan": f"{m['sensitivity'][one_fp]:.3f}",
+            f"AP@{map_iou:g}": f"{m['map']:.3f}",
+            "parameters": f"{m['parameters']:,}",
+            "ms/volume (network + post)": f"{1000 * m['seconds_per_volume']['forward']:.1f} + {1000 * m['seconds_per_volume']['post']:.1f}",
+            "status": "ran",
+        }
+        for name, m in per_model.items()
+    ]
+    columns = list(rows[0]) if rows else ["model", "status"]
+    rows += [{**{c: "-" for c in columns}, "model": name, "status": why} for name, why in absent.items()]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _corners(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -161,6 +186,7 @@ def evaluate_stage(
             "sensitivity_by_size": sensitivity_by_size(scans[name], settings["size_bins_mm"], threshold),
             "seconds_per_volume": seconds,
             "candidates_per_volume": float(np.mean([len(c) for c in cands])),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         tables.append(candidate_table(name, test, cands, boxes))
     first = next(iter(models))
@@ -170,11 +196,17 @@ def evaluate_stage(
     with atomic_path(outputs["candidates"]) as tmp:
         pd.concat(tables).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     n_nodules = sum(not b.excluded for v in test_boxes for b in v)
+    absent = absent_models()
+    table = comparison_table(per_model, iou, absent)
+    with atomic_path(outputs["comparison"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
     metrics = {
         "task": "detection",
         "protocol": "LUNA16: a hit lies within the finding's radius; excluded findings are neither hits nor false positives",
         "fp_rates": list(FP_RATES),
         "models": per_model,
+        "absent_models": absent,
+        "torchvision_helpers": provider(),
         "cpm_difference_from": first,
         "comparisons": comparisons,
         "map_iou": iou,
@@ -194,11 +226,14 @@ def evaluate_stage(
     figures.plot_sensitivity_by_size(
         per_model, f"{title}: sensitivity by size at {settings['operating_fps']:g} FP/scan", outputs["by_size"]
     )
+    plot_text_table(
+        table.astype(str).values.tolist(), list(table.columns), f"{title}: the detectors compared", outputs["comparison_figure"]
+    )
     provenance.write_record(
         outputs["provenance"],
         rule="evaluate_detection",
         inputs=[inputs["volumes"], inputs["data"], inputs["splits"], *inputs["models"]],
-        outputs=[outputs[k] for k in ("candidates", "metrics", "froc", "overlays", "by_size")],
+        outputs=[outputs[k] for k in ("candidates", "metrics", "comparison", "froc", "overlays", "by_size", "comparison_figure")],
         params={"detection": settings, "models": models},
         seed=seed,
         started=started,

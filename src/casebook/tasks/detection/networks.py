@@ -7,12 +7,15 @@ candidates.
 candidates are the connected components of the finding probability above
 ``component_threshold``, each scored by its highest probability, sized by its extent
 (the U-Net plus connected components of the 6.4b comparison).
-Both take one channel, windowed to [0, 1]; a volume larger than ``detection.patch`` is
+``retinanet``: MONAI's RetinaNet detector on a small ResNet with an FPN (:mod:`.retina`);
+its candidates are MONAI's selected boxes.
+All take one channel, windowed to [0, 1]; a volume larger than ``detection.patch`` is
 read by MONAI's sliding-window inference.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -22,9 +25,10 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from scipy import ndimage
 
+from casebook.tasks.detection import retina
 from casebook.tasks.detection.heatmap import decode
 
-KINDS = ("centre_point", "unet_components")
+KINDS = ("centre_point", "unet_components", "retinanet")
 #: (score, centre voxel, size voxels), array-axis order
 Candidate = tuple[float, np.ndarray, np.ndarray]
 
@@ -53,18 +57,23 @@ class Detector(torch.nn.Module):
         return out
 
 
-def build_detector(network: dict[str, Any], spatial_dims: int) -> Detector:
-    """A MONAI U-Net for ``network['name']`` (a kind of :data:`KINDS`); ``kwargs`` may set
-    channels, strides and num_res_units."""
+def build_detector(network: dict[str, Any], spatial_dims: int) -> torch.nn.Module:
+    """The detector ``network['name']`` (a kind of :data:`KINDS`): for the U-Net kinds,
+    ``kwargs`` may set channels, strides and num_res_units; for ``retinanet``, see
+    :mod:`.retina`."""
     kind = network["name"]
     if kind not in KINDS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {list(KINDS)}")
+    if kind == "retinanet":
+        return retina.build_retinanet(network, spatial_dims)
     kwargs = {"channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 1, **(network.get("kwargs") or {})}
     return Detector(UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=out_channels(kind, spatial_dims), **kwargs), kind)
 
 
 def divisor(network: dict[str, Any]) -> int:
-    """What every input size must be a multiple of: the product of the U-Net's strides."""
+    """What every input size must be a multiple of: the product of the network's strides."""
+    if network["name"] == "retinanet":
+        return retina.divisor(network)
     strides = (network.get("kwargs") or {}).get("strides", (2, 2, 2))
     return int(np.prod(strides))
 
@@ -109,7 +118,18 @@ def component_candidates(output: torch.Tensor, settings: dict[str, Any]) -> list
     return cands[: int(settings["max_candidates"])]
 
 
-def candidates(model: torch.nn.Module, kind: str, image: np.ndarray, settings: dict[str, Any]) -> list[Candidate]:
-    """A detector's candidates in one prepared volume."""
+def candidates(
+    model: torch.nn.Module, kind: str, image: np.ndarray, settings: dict[str, Any], seconds: dict[str, float] | None = None
+) -> list[Candidate]:
+    """A detector's candidates in one prepared volume. With ``seconds``, adds the time of
+    the network's forward pass to ``forward`` and of the post-processing to ``post``."""
+    if kind == "retinanet":
+        return retina.retina_candidates(model, image, settings, seconds)
+    start = time.perf_counter()
     output = forward(model, image, settings.get("patch"))
-    return heatmap_candidates(output, settings) if kind == "centre_point" else component_candidates(output, settings)
+    middle = time.perf_counter()
+    found = heatmap_candidates(output, settings) if kind == "centre_point" else component_candidates(output, settings)
+    if seconds is not None:
+        seconds["forward"] = seconds.get("forward", 0.0) + middle - start
+        seconds["post"] = seconds.get("post", 0.0) + time.perf_counter() - middle
+    return found

@@ -2,7 +2,8 @@
 
 The centre-point detector learns the heatmap by CenterNet's focal loss plus the L1 of
 its log sizes at the centres; the U-Net of ``unet_components`` learns the findings'
-ellipsoids by masked Dice plus weighted cross-entropy. Excluded findings weigh nothing.
+ellipsoids by masked Dice plus weighted cross-entropy; MONAI's RetinaNet learns its
+anchors' classes and box regressions (:mod:`.retina`). Excluded findings weigh nothing.
 Volumes are flipped at random along every axis; with ``detection.patch`` set, each
 volume is cropped to a patch that holds a finding with probability
 ``detection.positive_fraction`` (read from the memory-mapped volume, its targets made
@@ -29,9 +30,15 @@ from casebook.fileio import read_json
 from casebook.split import fold_split
 from casebook.tasks.detection.heatmap import box_masks, focal_loss, size_loss, targets
 from casebook.tasks.detection.networks import build_detector, candidates, divisor
+from casebook.tasks.detection.retina import retina_batch, retina_item, retina_loss
 from casebook.tasks.detection.volumes import Volumes, load_volumes
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_cpm", "lr", "seconds"]
+OUTPUT_TYPES = {
+    "centre_point": "centre-point heatmap (sigmoid) and log sizes (voxels) per axis",
+    "unet_components": "background and finding logits (softmax); candidates are connected components",
+    "retinanet": "MONAI RetinaNet: per-anchor finding logits and box regressions on an FPN; candidates are its selected boxes",
+}
 
 
 def _window(shape: tuple[int, ...], centres: np.ndarray, patch: list[int] | None, positive: bool, rng: np.random.Generator) -> np.ndarray:
@@ -56,6 +63,8 @@ def training_item(kind: str, image: np.ndarray, boxes: np.ndarray, patch: list[i
     crop = np.asarray(image[tuple(slice(a, b) for a, b in zip(start, stop))], np.float32)
     if patch:  # a volume smaller than the patch along an axis: padded at its far end, so patches stack
         crop = np.pad(crop, [(0, max(0, p - n)) for n, p in zip(crop.shape, patch)])
+    if kind == "retinanet":
+        return retina_item(crop, boxes, start, start + np.array(crop.shape))
     make = targets if kind == "centre_point" else box_masks
     return {"image": crop[None], **make(crop.shape, centres - start, sizes, excluded)}
 
@@ -79,6 +88,16 @@ def detection_loss(kind: str, output: torch.Tensor, batch: dict[str, torch.Tenso
     label = batch["label"].long()
     ce = (F.cross_entropy(output, label[:, 0], reduction="none") * batch["weight"][:, 0]).mean()
     return dice(output, label, mask=batch["weight"]) + ce
+
+
+def batch_loss(kind: str, model, items: list[dict], flips: np.ndarray, dice: MaskedDiceLoss, device, *, validation: bool = False):
+    """The loss of one batch of :func:`training_item` s, each flipped along the axes
+    ``flips`` marks (``validation``: RetinaNet's losses with its network in evaluation mode)."""
+    if kind == "retinanet":
+        images, boxes = retina_batch(items, flips)
+        return retina_loss(model, images.to(device), boxes, validation=validation)
+    b = {k: v.to(device) for k, v in _batch(items, flips).items()}
+    return detection_loss(kind, model(b["image"]), b, dice)
 
 
 def scan_candidates(model, kind: str, volumes: Volumes, settings: dict[str, Any]) -> list[list[tuple[float, np.ndarray, np.ndarray]]]:
@@ -140,9 +159,9 @@ def fit(
         rng = np.random.default_rng([seed, epoch])
         for idx in torch.randperm(len(train), generator=generator).split(batch):
             crops = [training_item(kind, train.images[i], train.boxes[i], patch, rng.uniform() < positive, rng) for i in idx.tolist()]
-            b = {k: v.to(device) for k, v in _batch(crops, rng.uniform(size=(len(crops), nd)) < 0.5).items()}
+            flips = rng.uniform(size=(len(crops), nd)) < 0.5
             optimizer.zero_grad(set_to_none=True)
-            loss = detection_loss(kind, model(b["image"]), b, dice)
+            loss = batch_loss(kind, model, crops, flips, dice, device)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
@@ -154,8 +173,7 @@ def fit(
             losses = []
             for image, boxes in zip(val.images, val.boxes):  # the same patches every epoch
                 item = training_item(kind, image, boxes, patch, True, np.random.default_rng(0))
-                b = {k: v.to(device) for k, v in _batch([item], np.zeros((1, nd), bool)).items()}
-                losses.append(float(detection_loss(kind, model(b["image"]), b, dice)))
+                losses.append(float(batch_loss(kind, model, [item], np.zeros((1, nd), bool), dice, device, validation=True)))
         return {"val_loss": float(np.mean(losses)), "val_cpm": validation_cpm(model, kind, val, val_boxes, settings)}
 
     trainer = Trainer(
@@ -218,9 +236,7 @@ def train_stage(
             "patch": settings.get("patch"),
         },
         "output": {
-            "type": "centre-point heatmap (sigmoid) and log sizes (voxels) per axis"
-            if cfg["network"]["name"] == "centre_point"
-            else "background and finding logits (softmax); candidates are connected components",
+            "type": OUTPUT_TYPES[cfg["network"]["name"]],
         },
         "training": {k: cfg["train"][k] for k in sorted(cfg["train"])},
         "metrics": {"best_val_cpm": summary["best_val_cpm"], "best_epoch": summary["best_epoch"]},

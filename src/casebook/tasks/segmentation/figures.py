@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from casebook.analysis.plotting import save_figure
+from casebook.analysis.plotting import plot_text_table, save_figure
 
 # (name, slicing axis, spacing index of the rows, spacing index of the columns) of each
 # view of a (z, y, x) volume; rows of coronal and sagittal slices are z.
@@ -173,17 +173,4 @@ def plot_comparison_table(table: pd.DataFrame, title: str, path: str | Path) -> 
     """The text columns of ``comparison_table`` drawn as a table image for the report."""
     # The text columns only (pandas 3 gives text a string dtype, older pandas object).
     shown = table[[c for c in table.columns if pd.api.types.is_string_dtype(table[c])]]
-    headers = [HEADERS.get(c, c) for c in shown.columns]
-    # The axes is only a frame for the table: sized to its rows so the PNG has no margins.
-    fig, ax = plt.subplots(figsize=(max(4.0, 2.0 * shown.shape[1]), 0.25 * (len(shown) + 1) + 0.3))
-    ax.axis("off")
-    cells = ax.table(cellText=shown.astype(str).to_numpy(), colLabels=headers, loc="center", cellLoc="center")
-    cells.auto_set_font_size(False)
-    cells.set_fontsize(8)
-    cells.auto_set_column_width(list(range(shown.shape[1])))
-    for (r, _), cell in cells.get_celld().items():
-        if r == 0:  # header row
-            cell.set_text_props(weight="bold")
-            cell.set_facecolor("#e8e8e8")
-    ax.set_title(title, fontsize=10)
-    save_figure(fig, path)
+    plot_text_table(shown.astype(str).values.tolist(), [HEADERS.get(c, c) for c in shown.columns], title, path)
