@@ -124,6 +124,25 @@ def test_the_synthetic_boxes_sit_on_their_nodules(chest_data):
     assert check_geometry(chest_data)["n_boxes"] == len(boxes)
 
 
+def test_synthetic_mammograms_box_their_masses_and_clusters_and_label_malignancy(tmp_path):
+    from casebook.synthetic.mammogram import CLASS_NAMES as MG_CLASSES
+    from casebook.synthetic.mammogram import generate_mammogram
+
+    out = tmp_path / "mg"
+    manifest = write_dataset(generate_mammogram(n_patients=16, seed=4), out, class_names=MG_CLASSES, modality="MG")
+    boxes = read_boxes(out / BOXES_FILE)
+    assert {b.cls for b in boxes} == {"mass", "calcification"} and check_geometry(out)["n_boxes"] == len(boxes)
+    for box in boxes:  # each box holds its finding's labelled pixels, of its class
+        label = sitk.ReadImage(str(out / f"masks/{box.image_id}.nii.gz"))
+        lo = label.TransformPhysicalPointToIndex(tuple(c - z / 2 + 0.5 for c, z in zip(box.centre, box.size)))
+        hi = label.TransformPhysicalPointToIndex(tuple(c + z / 2 - 0.5 for c, z in zip(box.centre, box.size)))
+        inside = sitk.GetArrayFromImage(label)[lo[1] : hi[1] + 1, lo[0] : hi[0] + 1]
+        assert (inside == (1 if box.cls == "mass" else 2)).sum() > 0, box
+    malignant = {b.image_id for b in boxes if b.finding.endswith(" malignant")}
+    labels = dict(zip(manifest["image_id"], manifest["label"]))
+    assert {i for i, y in labels.items() if y == 1} == malignant and 0 < len(malignant) < 16
+
+
 def test_a_box_outside_its_image_or_of_a_missing_image_is_refused(chest_data, tmp_path):
     image = sitk.ReadImage(str(chest_data / "images/chest_p0000.nii.gz"))
     problems = box_problems(

@@ -73,6 +73,7 @@ def without_segmentation(repo: Path) -> None:
         "results/cardiac_cine",
         "results/lung_nodule_detection",
         "results/fracture_xray",
+        "results/mammography_detection",
     )
 
     def drop(dvc_yaml):

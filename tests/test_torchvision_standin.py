@@ -122,13 +122,25 @@ def test_retinanet_validation_loss_leaves_batch_norm_statistics_alone():
     assert all(torch.equal(before[k], v) for k, v in detector.state_dict().items() if k in before)
 
 
-def test_flipped_boxes_follow_their_image():
+def test_flipped_boxes_hold_their_flipped_finding_to_the_voxel():
+    """The family's boxes centre voxels on whole numbers, MONAI's put edges there: the box
+    of a block, flipped, still frames exactly that block."""
     from casebook.tasks.detection.retina import flip_boxes, retina_item
 
     image = np.zeros((10, 20), np.float32)
-    image[2:4, 5:9] = 1.0
-    item = retina_item(image, np.array([[3.0, 7.0, 2.0, 4.0, 0.0], [5.0, 5.0, 2.0, 2.0, 1.0]]), np.array([0, 0]), np.array([10, 20]))
-    assert item["boxes"].tolist() == [[2.0, 5.0, 4.0, 9.0]]  # the excluded finding left out
-    flipped = flip_boxes(item["boxes"], image.shape, (0, 1))
-    lo, hi = flipped[0, :2].astype(int), flipped[0, 2:].astype(int)
-    assert np.flip(image)[lo[0] : hi[0], lo[1] : hi[1]].all() and np.flip(image).sum() == image[2:4, 5:9].sum()
+    image[2:4, 5:9] = 1.0  # centre (2.5, 6.5) in voxel-centre coordinates, size 2 x 4
+    item = retina_item(image, np.array([[2.5, 6.5, 2.0, 4.0, 0.0], [5.0, 5.0, 2.0, 2.0, 1.0]]), np.array([0, 0]), np.array([10, 20]))
+    assert item["boxes"].tolist() == [[2.0, 5.0, 4.0, 9.0]]  # MONAI's corners; the excluded finding left out
+    for axes in [(0,), (1,), (0, 1)]:
+        lo, hi = np.rint(flip_boxes(item["boxes"], image.shape, axes)[0].reshape(2, 2)).astype(int)
+        flipped = np.flip(image, axes)
+        assert flipped[lo[0] : hi[0], lo[1] : hi[1]].sum() == flipped.sum() == (hi - lo).prod(), axes
+
+
+def test_the_coarsest_feature_map_has_the_stride_inputs_are_padded_to():
+    from casebook.tasks.detection.retina import build_retinanet, divisor
+
+    for kwargs in ({}, {"conv1_stride": 2}, {"returned_layers": [1, 2, 3]}):
+        network = {"name": "retinanet", "kwargs": kwargs}
+        features = build_retinanet(network, 2).network.feature_extractor(torch.zeros(1, 1, 64, 64))
+        assert [tuple(f.shape[-2:]) for f in features.values()][-1] == (64 // divisor(network),) * 2, kwargs

@@ -13,21 +13,21 @@ pytestmark = pytest.mark.integration
 def test_default_dag_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(snakemake(workdir, "--dry-run").stdout)
-    # fourteen case studies: two classifications with three models (two for the chest X-rays,
+    # fifteen case studies: two classifications with three models (two for the chest X-rays,
     # one for the nodules), two segmentations with two models each, four restorations
     # (low dose, thick slices, contrast, missing region) with two each, one generation with
     # two (diffusion on pixels and on latents), one federated classification, two
-    # registrations (brain pairs, a cardiac cine) with one model each, two detections (nodules in CT, fractures in X-rays) with three each
+    # registrations (brain pairs, a cardiac cine) with one model each, three detections (nodules in CT, fractures in X-rays with three models each; masses in mammograms with two)
     for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
-        assert jobs.get(rule) == 14, (rule, jobs)
+        assert jobs.get(rule) == 15, (rule, jobs)
     assert jobs.get("preprocess") == 3, jobs  # the federated study's classification cache too
     for rule in ("summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
     # pneumonia_cxr: densenet_small on all 5 folds, resnet18 on fold 0; nodule_ct: one model
     # (7 classification fold models); the shared train rule also trains the 4 segmentation
     # models, the 4 x 2 restoration models, the two diffusion models (pixels, latents) and
-    # the two registration models and the six detectors
-    assert jobs.get("train") == 7 + 4 + 8 + 2 + 2 + 6, jobs
+    # the two registration models and the eight detectors
+    assert jobs.get("train") == 7 + 4 + 8 + 2 + 2 + 8, jobs
     assert jobs.get("evaluate") == 7, jobs
     for rule in ("explain", "crossval"):  # once per model (its first fold)
         assert jobs.get(rule) == 3, (rule, jobs)
@@ -38,7 +38,7 @@ def test_default_dag_dry_run(tmp_path):
     assert jobs.get("robustness_summary") == 4, jobs
     assert jobs.get("compare_models") == jobs.get("subgroups") == 1, jobs  # two models, and site/sex columns
     assert jobs.get("evaluate_seg") == 4, jobs
-    assert jobs.get("figure_training") == 29, jobs
+    assert jobs.get("figure_training") == 31, jobs
     simulations = ("simulate_dose", "simulate_thick_slices", "simulate_contrast", "simulate_missing_region")
     assert [jobs.get(rule) for rule in simulations] == [1] * 4, jobs
     assert jobs.get("evaluate_restoration") == 4, jobs
@@ -49,7 +49,7 @@ def test_default_dag_dry_run(tmp_path):
     # none of the classification family's usual rules
     assert [jobs.get(r) for r in ("federated_sites", "train_federated", "evaluate_federated")] == [1, 8, 1], jobs
     assert [jobs.get(r) for r in ("simulate_registration", "evaluate_registration", "cine_ejection_fraction")] == [2, 2, 1], jobs
-    assert [jobs.get(r) for r in ("prepare_detection", "evaluate_detection")] == [2, 2], jobs
+    assert [jobs.get(r) for r in ("prepare_detection", "evaluate_detection")] == [3, 3], jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
@@ -75,7 +75,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     workdir = copy_workflow(tmp_path)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
-    assert out.count("Group job qc") == 28  # per case study: geometry + fingerprint, split + leakage check
+    assert out.count("Group job qc") == 30  # per case study: geometry + fingerprint, split + leakage check
     # one per trained classification fold model (7): evaluation, with explanation and
     # robustness sweep for each model's first fold; and one per segmentation model (4): its
     # robustness sweep (the shared robustness rule's group)
@@ -84,7 +84,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     assert "gpu=1" in blocks["train"] and "mem_mb=8000" in blocks["train"] and "runtime=240" in blocks["train"]
     # every training job, of every family (one shared rule), gets the train rule's row
     train_blocks = [m.group(1) for m in re.finditer(r"rule train:\n((?:    .*\n)+)", out)]
-    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 3 + 3
+    assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 3 + 3 + 2
     assert [b for b in train_blocks if "gpu=1" not in b or "mem_mb=8000" not in b] == []
     for cs in (
         "brain_tumour_mri",
@@ -98,6 +98,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
         "cardiac_cine",
         "lung_nodule_detection",
         "fracture_xray",
+        "mammography_detection",
     ):
         assert any(f"cs={cs}" in b for b in train_blocks), cs
     assert "mem_mb=2000" not in blocks["ingest"] and "mem_mb=4000" in blocks["ingest"]

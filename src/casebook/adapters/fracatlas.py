@@ -79,15 +79,23 @@ def _read_table(path: Path) -> pd.DataFrame:
     bad = table.index[~table["fractured"].isin(["0", "1"])]
     if len(bad):
         raise AdapterError(f"{path}, line {bad[0] + 2}: fractured must be 0 or 1, got {table['fractured'][bad[0]]!r}")
+    twice = table.index[table["image_id"].duplicated()]
+    if len(twice):
+        raise AdapterError(f"{path}, line {twice[0] + 2}: {table['image_id'][twice[0]]} has a row already")
     return table.set_index("image_id")
 
 
 def _official_split(root: Path) -> dict[str, str]:
+    """File name -> train, valid or test, from the split's CSV files (where present)."""
     split = {}
     for name in ("train", "valid", "test"):
         path = root / SPLIT_FOLDER / f"{name}.csv"
-        if path.is_file():
+        if not path.is_file():
+            continue
+        try:
             split.update(dict.fromkeys(pd.read_csv(path, dtype=str)["image_id"], name))
+        except (pd.errors.ParserError, KeyError) as exc:
+            raise AdapterError(f"{path}: not a FracAtlas split table (a column image_id): {type(exc).__name__}: {exc}") from exc
     return split
 
 

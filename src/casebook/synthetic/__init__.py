@@ -10,7 +10,9 @@ HU volumes with liver, kidneys, spleen and lesions) give one volume per subject 
 voxel label map and a brain or body mask as region of interest. ``cardiac_cine`` gives a
 beating left ventricle, one record per frame with its label map, for motion tracking.
 ``chest_ct`` gives thorax volumes with nodules planted in the lungs and their boxes, and
-``limb_xray`` radiographs of long bones with fractures and their boxes, for detection.
+``limb_xray`` radiographs of long bones with fractures and their boxes, and
+``mammogram`` breasts with masses and calcification clusters (boxes, malignancy as the
+image label), for detection.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from casebook.layout import Record
-from casebook.synthetic import abdomen_ct, brain_mri, cardiac_cine, chest_ct, limb_xray
+from casebook.synthetic import abdomen_ct, brain_mri, cardiac_cine, chest_ct, limb_xray, mammogram
 from casebook.synthetic.abdomen_ct import CLASS_NAMES as ABDOMEN_CT_CLASS_NAMES
 from casebook.synthetic.abdomen_ct import generate_abdomen_ct
 from casebook.synthetic.brain_mri import CLASS_NAMES as BRAIN_MRI_CLASS_NAMES
@@ -38,6 +40,7 @@ GENERATORS: dict[str, Callable[..., Iterator[Record]]] = {
     "cardiac_cine": generate_cardiac_cine,
     "chest_ct": chest_ct.generate_chest_ct,
     "limb_xray": limb_xray.generate_limb_xray,
+    "mammogram": mammogram.generate_mammogram,
 }
 
 #: Generator name -> class names (index = label).
@@ -50,6 +53,7 @@ CLASS_NAMES: dict[str, list[str]] = {
     "cardiac_cine": cardiac_cine.CLASS_NAMES,
     "chest_ct": chest_ct.CLASS_NAMES,
     "limb_xray": limb_xray.CLASS_NAMES,
+    "mammogram": mammogram.CLASS_NAMES,
 }
 
 #: Generator name -> what ingest records in dataset.json beside the images: channel

@@ -1,9 +1,12 @@
 """``retinanet``: MONAI's RetinaNet detector (``monai.apps.detection``) on a feature
 extractor of the project's own size.
 
-The backbone is MONAI's ``ResNet`` (basic blocks, one channel in, no max-pool), its
-stages ``returned_layers`` fed to MONAI's ``BackboneWithFPN`` with ``fpn_channels``
-channels (torchvision's 256 is minutes per epoch on a CPU); anchors come from MONAI's
+The backbone is MONAI's ``ResNet`` (basic blocks, one channel in), its stages
+``returned_layers`` fed to MONAI's ``BackboneWithFPN`` with ``fpn_channels`` channels
+(torchvision's 256 is minutes per epoch on a CPU). ``BackboneWithFPN`` runs the ResNet's
+children one after another (``IntermediateLayerGetter``), not its ``forward``, so the
+ResNet's max-pool always runs, whatever ``no_max_pool`` says: the finest level has the
+first convolution's stride times 2; anchors come from MONAI's
 ``AnchorGeneratorWithAnchorShape`` (``anchor_shapes`` in voxels at the finest level,
 doubled at each coarser one). Training matches anchors by MONAI's ATSS matcher (or the
 IoU ``Matcher``) and samples them by its hard-negative sampler (or the balanced one);
@@ -31,9 +34,9 @@ from monai.networks.nets.resnet import ResNet
 from casebook.tasks.detection.torchvision_standin import ensure_monai_detection
 
 #: the defaults of ``network.kwargs``: a small backbone for CPUs whose finest feature map
-#: keeps the full resolution (a stride of 2 put the boxes' centres a nodule's radius off:
-#: CPM 0.51 against 0.93 on the synthetic chest CT); anchors for findings of 4 to 24
-#: voxels (3D) or 6 to 48 pixels (2D)
+#: has stride 2 (a first convolution of stride 2, so a finest stride of 4, put the boxes'
+#: centres about a nodule's radius off: CPM 0.51 against 0.93 on the synthetic chest CT);
+#: anchors for findings of 4 to 24 voxels (3D) or 6 to 48 pixels (2D)
 DEFAULTS: dict[str, Any] = {
     "channels": [8, 16, 32, 64],
     "layers": [1, 1, 1, 1],
@@ -63,10 +66,11 @@ def settings_of(network: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
 
 
 def divisor(network: dict[str, Any]) -> int:
-    """The total stride of the coarsest feature map: the first convolution's, one per
-    returned stage after the first, and the FPN's extra max-pooled level."""
+    """The total stride of the coarsest feature map: the first convolution's, the
+    ResNet's max-pool, one per returned stage after the first, and the FPN's extra
+    max-pooled level."""
     kw = {**DEFAULTS, **(network.get("kwargs") or {})}
-    return int(kw["conv1_stride"]) * 2 ** max(kw["returned_layers"])
+    return int(kw["conv1_stride"]) * 2 ** (max(kw["returned_layers"]) + 1)
 
 
 def build_retinanet(network: dict[str, Any], spatial_dims: int) -> RetinaNetDetector:
@@ -83,7 +87,6 @@ def build_retinanet(network: dict[str, Any], spatial_dims: int) -> RetinaNetDete
         n_input_channels=1,
         conv1_t_size=3,
         conv1_t_stride=int(kw["conv1_stride"]),
-        no_max_pool=True,
         feed_forward=False,
     )
     extractor = BackboneWithFPN(
@@ -117,19 +120,27 @@ def build_retinanet(network: dict[str, Any], spatial_dims: int) -> RetinaNetDete
     return detector
 
 
+#: the family's voxel coordinates put voxel centres on whole numbers; MONAI's boxes put
+#: voxel edges there (its anchors centre on ``i * stride + stride // 2``, its flips map
+#: ``x`` to ``n - x``): a box goes to MONAI half a voxel up, and comes back down
+EDGE = 0.5
+
+
 def retina_item(image: np.ndarray, boxes: np.ndarray, start: np.ndarray, stop: np.ndarray) -> dict[str, np.ndarray]:
-    """The corner boxes (min per axis, then max, voxels of the crop) of the findings whose
-    centre lies in the crop [start, stop), clipped to it; excluded findings left out."""
+    """The corner boxes (min per axis, then max, in MONAI's voxel-edge coordinates of the
+    crop) of the findings whose centre lies in the crop [start, stop), clipped to it;
+    excluded findings, and findings centred outside the crop, are left out (background
+    in this crop, unlike the U-Nets' targets, which keep a neighbour's tail)."""
     nd = len(start)
     centres, sizes, excluded = boxes[:, :nd], boxes[:, nd : 2 * nd], boxes[:, 2 * nd] > 0.5
     inside = ~excluded & np.all((centres >= start) & (centres < stop), axis=1)
-    lo = np.clip(centres[inside] - sizes[inside] / 2 - start, 0, stop - start)
-    hi = np.clip(centres[inside] + sizes[inside] / 2 - start, 0, stop - start)
+    lo = np.clip(centres[inside] - sizes[inside] / 2 - start + EDGE, 0, stop - start)
+    hi = np.clip(centres[inside] + sizes[inside] / 2 - start + EDGE, 0, stop - start)
     return {"image": image[None], "boxes": np.concatenate([lo, hi], axis=1).astype(np.float32).reshape(-1, 2 * nd)}
 
 
 def flip_boxes(boxes: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
-    """Corner boxes of an image flipped along ``axes`` (array axes)."""
+    """Corner boxes (voxel-edge coordinates) of an image flipped along ``axes`` (array axes)."""
     nd, out = len(shape), boxes.copy()
     for a in axes:
         out[:, a], out[:, a + nd] = shape[a] - boxes[:, a + nd], shape[a] - boxes[:, a]
@@ -156,13 +167,13 @@ def retina_batch(items: list[dict[str, np.ndarray]], flips: np.ndarray) -> tuple
 def _loss_mode(detector: RetinaNetDetector):
     """The detector computes losses (its own ``training`` flag) while its network stays in
     evaluation mode (batch norm's running statistics, nothing updated): the validation loss."""
-    network_mode = detector.network.training
+    detector_mode, network_mode = detector.training, detector.network.training
     detector.network.eval()
     detector.training = True
     try:
         yield
     finally:
-        detector.training = False
+        detector.training = detector_mode
         detector.network.train(network_mode)
 
 
@@ -175,16 +186,28 @@ def retina_loss(detector: RetinaNetDetector, images: torch.Tensor, targets: list
     return losses[detector.cls_key] + losses[detector.box_reg_key]
 
 
-class _NetworkClock:
-    """Seconds spent in the detector's network (forward hooks): the rest of a call is
-    MONAI's anchor decoding and box selection."""
+def _now(device: torch.device) -> float:
+    """The time once the device's queued work is done (a GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
-    def __init__(self, network: torch.nn.Module):
+
+class _NetworkClock:
+    """Seconds spent in the detector's network (forward hooks, once per sliding window):
+    the rest of a call is MONAI's stitching of the windows, anchor decoding and box
+    selection."""
+
+    def __init__(self, network: torch.nn.Module, device: torch.device):
         self.seconds, self._start = 0.0, 0.0
-        self._hooks = [
-            network.register_forward_pre_hook(lambda *_: setattr(self, "_start", time.perf_counter())),
-            network.register_forward_hook(lambda *_: setattr(self, "seconds", self.seconds + time.perf_counter() - self._start)),
-        ]
+
+        def started(*_):
+            self._start = _now(device)
+
+        def finished(*_):
+            self.seconds += _now(device) - self._start
+
+        self._hooks = [network.register_forward_pre_hook(started), network.register_forward_hook(finished)]
 
     def remove(self) -> None:
         for hook in self._hooks:
@@ -209,8 +232,8 @@ def retina_candidates(detector: RetinaNetDetector, image: np.ndarray, settings: 
         detector.set_sliding_window_inferer(roi_size=list(patch), sw_batch_size=2, overlap=0.25, mode="gaussian")
     device = next(detector.parameters()).device
     x = torch.from_numpy(np.array(image, np.float32))[None, None].to(device)
-    clock = _NetworkClock(detector.network)
-    start = time.perf_counter()
+    clock = _NetworkClock(detector.network, device)
+    start = _now(device)
     try:
         with torch.no_grad():
             found = detector(x, use_inferer=windows)[0]
@@ -218,9 +241,9 @@ def retina_candidates(detector: RetinaNetDetector, image: np.ndarray, settings: 
         clock.remove()
     if seconds is not None:
         seconds["forward"] = seconds.get("forward", 0.0) + clock.seconds
-        seconds["post"] = seconds.get("post", 0.0) + time.perf_counter() - start - clock.seconds
+        seconds["post"] = seconds.get("post", 0.0) + _now(device) - start - clock.seconds
     boxes = found[detector.target_box_key].float().cpu().numpy()
     scores = found[detector.pred_score_key].float().cpu().numpy()
     nd = image.ndim
     order = np.argsort(-scores, kind="stable")
-    return [(float(scores[i]), (boxes[i, :nd] + boxes[i, nd:]) / 2, boxes[i, nd:] - boxes[i, :nd]) for i in order]
+    return [(float(scores[i]), (boxes[i, :nd] + boxes[i, nd:]) / 2 - EDGE, boxes[i, nd:] - boxes[i, :nd]) for i in order]

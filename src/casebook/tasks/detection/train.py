@@ -139,10 +139,12 @@ def fit(
     device = select_device(cfg.get("device", "auto"))
     step = divisor(cfg["network"])
     if settings.get("patch") and any(p % step for p in settings["patch"]):
-        raise ValueError(f"detection.patch {settings['patch']} must be a multiple of the U-Net's total stride {step} along every axis")
+        raise ValueError(f"detection.patch {settings['patch']} must be a multiple of the network's total stride {step} along every axis")
     for image in train.images + val.images:
         if any(n % step for n in image.shape):
-            raise ValueError(f"volume shape {image.shape} is not a multiple of the U-Net's total stride {step}: set detection.pad_to to it")
+            raise ValueError(
+                f"volume shape {image.shape} is not a multiple of the network's total stride {step}: set detection.pad_to to it"
+            )
     model = build_detector(cfg["network"], train.ndim).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
