@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,37 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, split the cores among the workers: two workers of two torch
+    threads each on two cores spend their time waiting for each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_itemcollected(item):
+    """One pytest-xdist group per test module (``--dist loadgroup``), so that a module's
+    fixtures (its own Snakemake run) are made once, on one worker. The modules that read
+    the session's shared run mark themselves ``xdist_group("tiny_run")``, so that it is
+    made once too."""
+    if item.get_closest_marker("xdist_group") is None:
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Snakemake runs first (the shared run's readers, the longest group, before the
+    others): pytest-xdist hands out the groups in this order, so the unit tests fill the
+    workers' gaps at the end instead of one long run keeping a worker busy alone."""
+
+    def order(item):
+        group = item.get_closest_marker("xdist_group")
+        return 0 if group and group.args[:1] == ("tiny_run",) else 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=order)
 
 
 @pytest.fixture

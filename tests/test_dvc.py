@@ -16,7 +16,8 @@ import yaml
 from shared_run import configure_tiny_run
 from workflow_helpers import REPO, copy_workflow, edit_yaml
 
-pytestmark = pytest.mark.integration
+# with the other readers of the shared run on one pytest-xdist worker (tests/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tiny_run")]
 
 METRIC = "results/pneumonia_cxr/evaluation/densenet_small/fold_0/metrics.json"
 FIGURE = "results/nodule_ct/evaluation/densenet_small/fold_0/roc.png"

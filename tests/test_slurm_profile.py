@@ -32,6 +32,7 @@ from workflow_helpers import REPO, copy_workflow
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slurm,
+    pytest.mark.xdist_group("tiny_run"),  # with the other readers of the shared run (tests/conftest.py)
     pytest.mark.skipif(not SlurmCluster.available(), reason=str(SlurmCluster.why_unavailable())),
 ]
 

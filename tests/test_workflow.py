@@ -10,7 +10,8 @@ import pytest
 from shared_run import configure_tiny_run
 from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
 
-pytestmark = pytest.mark.integration
+# with the other readers of the shared run on one pytest-xdist worker (tests/conftest.py)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tiny_run")]
 
 CASESTUDIES = ("pneumonia_cxr", "nodule_ct")
 RUN = "densenet_small/fold_0"
