@@ -161,3 +161,53 @@ def test_split_table_counts(manifest: pd.DataFrame) -> None:
         part = table[table["fold"] == f"fold_{fold}"]
         assert part["n_images"].sum() == n_pool
     assert np.isclose(table.loc[table["set"] == "val", "n_images"].sum(), n_pool)
+
+
+def _subsets(make_manifest, n_subsets: int = 4) -> pd.DataFrame:
+    """A manifest whose patients lie in LUNA16-style source folds subset0, subset1, ..."""
+    return make_manifest(n_patients=24, source_split=lambda p: f"subset{p % n_subsets}")
+
+
+def test_source_folds_are_the_split_luna16_style(make_manifest) -> None:
+    manifest = _subsets(make_manifest)
+    splits = make_splits(manifest, k=5, seed=0, source_folds={"test": ["subset3"], "folds": ["subset0", "subset1", "subset2"]})
+    by_subset = {name: sorted(group["image_id"]) for name, group in manifest.groupby("source_split")}
+    assert splits["test"] == by_subset["subset3"]
+    assert len(splits["folds"]) == 3  # the listed folds, not k
+    for fold, name in zip(splits["folds"], ["subset0", "subset1", "subset2"]):
+        assert fold["val"] == by_subset[name]
+        assert fold["train"] == sorted(i for other in ("subset0", "subset1", "subset2") if other != name for i in by_subset[other])
+    check_leakage(splits, manifest)
+    # the same folds whatever the seed: they are the source's
+    assert (
+        make_splits(manifest, seed=7, source_folds={"test": ["subset3"], "folds": ["subset0", "subset1", "subset2"]})["folds"]
+        == splits["folds"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("source_folds", "message"),
+    [
+        (
+            {"test": ["subset3"], "folds": ["subset0", "subset1"]},
+            r"image\(s\) lie in source folds .* does not list: \['subset2'\] \(e\.g\. image p\d+_\d\)",
+        ),
+        ({"test": ["subset3"], "folds": ["subset0", "subset1", "subset2", "subset7"]}, r"\['subset7'\].*hold no image"),
+        ({"test": ["subset3"], "folds": ["subset0", "subset1", "subset2", "subset3"]}, r"\['subset3'\] listed twice"),
+        ({"test": ["subset3"], "folds": ["subset0"]}, r"at least two source folds"),
+    ],
+)
+def test_source_folds_that_do_not_fit_the_data_are_refused_naming_them(make_manifest, source_folds, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_splits(_subsets(make_manifest), source_folds=source_folds)
+
+
+def test_a_patient_in_two_source_folds_is_refused_as_leakage(make_manifest) -> None:
+    manifest = _subsets(make_manifest)
+    two_images = manifest[manifest["patient_id"].map(manifest["patient_id"].value_counts()) > 1]["patient_id"].iloc[0]
+    rows = manifest.index[manifest["patient_id"] == two_images]
+    moved = "subset1" if manifest.loc[rows[0], "source_split"] != "subset1" else "subset2"
+    manifest.loc[rows[1], "source_split"] = moved
+    splits = make_splits(manifest, source_folds={"test": ["subset3"], "folds": ["subset0", "subset1", "subset2"]})
+    with pytest.raises(LeakageError, match=two_images):
+        check_leakage(splits, manifest)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from workflow_helpers import copy_workflow, planned_jobs, snakemake
+import yaml
+from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +103,20 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     ):
         assert any(f"cs={cs}" in b for b in train_blocks), cs
     assert "mem_mb=2000" not in blocks["ingest"] and "mem_mb=4000" in blocks["ingest"]
+
+
+def test_source_folds_plan_one_training_job_per_listed_fold(tmp_path):
+    """LUNA16's subsets as the split (split.source_folds): 'folds: all' is every listed
+    source fold, whatever k says."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "data/luna16").mkdir(parents=True)
+
+    def official_folds(cs):
+        cs["split"] = {"k": 5, "source_folds": {"test": ["subset9"], "folds": [f"subset{i}" for i in range(9)]}}
+        cs["folds"] = "all"
+
+    edit_yaml(workdir / "config/casestudies/luna16_detection.yaml", official_folds)
+    (workdir / "luna16.yaml").write_text("casestudies: [config/casestudies/luna16_detection.yaml]\n")
+    jobs = planned_jobs(snakemake(workdir, "--dry-run", "--configfile", "luna16.yaml").stdout)
+    models = len(yaml.safe_load((workdir / "config/casestudies/luna16_detection.yaml").read_text())["models"])
+    assert jobs.get("train") == 9 * models, jobs

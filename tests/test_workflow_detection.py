@@ -141,7 +141,7 @@ def luna16_run(tmp_path_factory):
 
     def shrink(cs):
         cs["dataset"]["path"] = "luna16"
-        cs["split"].update(k=3, test_fraction=0.3)
+        cs["split"] = {"k": 3, "test_fraction": 0.3}  # two subsets here: not the official folds (tests/test_split.py)
         cs["detection"].update(spacing=[3.0, 3.0, 3.0], window=[-1000, 400], pad_to=8, patch=[16, 16, 16], n_bootstrap=20)
         cs["train"].update(epochs=2, batch_size=2)
         cs["models"] = {

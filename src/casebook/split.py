@@ -47,9 +47,13 @@ def make_splits(
     test_fraction: float = 0.2,
     seed: int = 0,
     use_source_split: bool = True,
+    source_folds: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Split a manifest into a held-out test set and k cross-validation folds.
 
+    * With ``source_folds`` (``{"test": [...], "folds": [...]}``, values of the
+      manifest's ``source_split``), the source's own folds are the split
+      (:func:`source_fold_splits`: LUNA16's subsets).
     * If the source defines its own test split (``source_split == "test"``) and
       ``use_source_split`` is set, that is the test set; if it also defines a
       validation split, that gives the single fold the source defines (k is then 1),
@@ -57,6 +61,8 @@ def make_splits(
     * Otherwise the test set is one patient-level stratified fold of size about
       ``test_fraction``, and the rest is cut into ``k`` patient-level stratified folds.
     """
+    if source_folds:
+        return source_fold_splits(manifest, test=source_folds["test"], folds=source_folds["folds"], seed=seed)
     sources = set(manifest["source_split"].astype(str)) - {""}
     if use_source_split and "test" in sources:
         test = manifest[manifest["source_split"] == "test"]
@@ -81,6 +87,39 @@ def make_splits(
             folds.append({"train": _ids(pool, train_pos), "val": _ids(pool, val_pos)})
         method += f", {k} patient-level stratified folds"
     return {"method": method, "seed": seed, "test": _ids(test), "folds": folds}
+
+
+def source_fold_splits(manifest: pd.DataFrame, *, test: list[str], folds: list[str], seed: int = 0) -> dict[str, Any]:
+    """The source's own folds as the split (LUNA16's ten subsets, its ten-fold protocol):
+    the images of the ``test`` folds are the test set, and fold i validates on the images
+    of ``folds[i]`` and trains on those of the other listed folds. Every image must be in
+    a listed fold (an unlisted one would silently leave the study), and every listed fold
+    must have images; a patient whose images lie in two folds is refused by
+    :func:`check_leakage`."""
+    test, folds = [str(t) for t in test], [str(f) for f in folds]
+    repeated = sorted({name for name in test + folds if (test + folds).count(name) > 1})
+    if repeated:
+        raise ValueError(f"split.source_folds: {repeated} listed twice (a source fold is either a test fold or one cross-validation fold)")
+    if len(folds) < 2:
+        raise ValueError(f"split.source_folds.folds: cross-validation needs at least two source folds, got {folds}")
+    source = manifest["source_split"].fillna("").astype(str)
+    unlisted = manifest[~source.isin(test + folds)]
+    if len(unlisted):
+        names = sorted(set(source[unlisted.index]))
+        raise ValueError(
+            f"{len(unlisted)} image(s) lie in source folds that split.source_folds does not list: {names} "
+            f"(e.g. image {unlisted['image_id'].iloc[0]}); list them under 'test' or 'folds'"
+        )
+    empty = [name for name in test + folds if not (source == name).any()]
+    if empty:
+        raise ValueError(f"split.source_folds lists {empty}, which hold no image of the data set (its source folds: {sorted(set(source))})")
+    members = {name: _ids(manifest[source == name]) for name in folds}
+    return {
+        "method": f"source folds: test {test}, {len(folds)} cross-validation folds {folds}",
+        "seed": seed,
+        "test": _ids(manifest[source.isin(test)]),
+        "folds": [{"train": sorted(i for other in folds if other != name for i in members[other]), "val": members[name]} for name in folds],
+    }
 
 
 def split_table(splits: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
@@ -142,6 +181,7 @@ def split_stage(dataset_dir, cfg: dict[str, Any], *, splits_out, table_out) -> d
         test_fraction=cfg.get("test_fraction", 0.2),
         seed=cfg["seed"],
         use_source_split=cfg.get("use_source_split", True),
+        source_folds=cfg.get("source_folds"),
     )
     check_leakage(splits, manifest)
     write_json(splits_out, splits)

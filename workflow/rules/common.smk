@@ -396,11 +396,19 @@ def model_dir(cs, model, fold):
 
 
 def model_folds(cs, model):
-    """The folds one model trains: its own 'folds', else the case study's; 'all' is the
-    split's k folds."""
+    """The folds one model trains: its own 'folds', else the case study's; 'all' is every
+    fold of the split."""
     study = CASESTUDIES[cs]
     folds = study["models"][model].get("folds", study.get("folds", [0]))
-    return list(range(study["split"]["k"])) if folds == "all" else sorted(set(folds))
+    return list(range(split_folds(cs))) if folds == "all" else sorted(set(folds))
+
+
+def split_folds(cs):
+    """How many cross-validation folds the split makes: k, or the source folds listed."""
+    split = CASESTUDIES[cs]["split"]
+    return (
+        len(split["source_folds"]["folds"]) if split.get("source_folds") else split["k"]
+    )
 
 
 def runs(cs):
