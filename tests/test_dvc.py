@@ -58,7 +58,7 @@ def files_under(root: Path, out: str) -> dict[str, bytes]:
 
 
 def without_segmentation(repo: Path) -> None:
-    """Drop the segmentation, restoration, generation, federated and registration case studies' artifacts from dvc.yaml, as
+    """Drop the segmentation, restoration, generation, federated, registration, detection and comparison case studies' artifacts from dvc.yaml, as
     make_tiny drops them from the config: DVC's mechanics are the same for every case
     study."""
     seg = (
@@ -75,6 +75,8 @@ def without_segmentation(repo: Path) -> None:
         "results/lung_nodule_detection",
         "results/fracture_xray",
         "results/mammography_detection",
+        "results/cxr_comparison",
+        "results/cxr_prevalence",
     )
 
     def drop(dvc_yaml):

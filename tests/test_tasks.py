@@ -28,6 +28,9 @@ def test_every_family_declares_exactly_the_networks_its_builder_knows() -> None:
     assert set(TASKS["restoration"].networks) == set(RESTORATION_NETWORKS)
     assert set(TASKS["registration"].networks) == set(REGISTRATION_NETWORKS)
     assert set(TASKS["detection"].networks) == set(DETECTORS)
+    from casebook.tasks.comparison.networks import ENCODERS
+
+    assert set(TASKS["comparison"].networks) == set(ENCODERS)
 
 
 def test_every_family_has_a_rules_file_a_stages_module_and_its_stages() -> None:

@@ -18,9 +18,10 @@ def test_default_dag_dry_run(tmp_path):
     # one for the nodules), two segmentations with two models each, four restorations
     # (low dose, thick slices, contrast, missing region) with two each, one generation with
     # two (diffusion on pixels and on latents), one federated classification, two
-    # registrations (brain pairs, a cardiac cine) with one model each, three detections (nodules in CT, fractures in X-rays with three models each; masses in mammograms with two)
+    # registrations (brain pairs, a cardiac cine) with one model each, three detections (nodules in CT, fractures in X-rays with three models each; masses in mammograms with two),
+    # two comparisons (four arms each: CNN, ViT, pretrained CNN fine-tuned and probed; four losses or samplings)
     for rule in ("ingest", "check_geometry", "fingerprint", "figure_fingerprint", "split", "check_leakage"):
-        assert jobs.get(rule) == 15, (rule, jobs)
+        assert jobs.get(rule) == 17, (rule, jobs)
     assert jobs.get("preprocess") == 3, jobs  # the federated study's classification cache too
     for rule in ("summarize", "preprocess_seg", "summarize_seg"):
         assert jobs.get(rule) == 2, (rule, jobs)
@@ -51,6 +52,16 @@ def test_default_dag_dry_run(tmp_path):
     assert [jobs.get(r) for r in ("federated_sites", "train_federated", "evaluate_federated")] == [1, 8, 1], jobs
     assert [jobs.get(r) for r in ("simulate_registration", "evaluate_registration", "cine_ejection_fraction")] == [2, 2, 1], jobs
     assert [jobs.get(r) for r in ("prepare_detection", "evaluate_detection")] == [3, 3], jobs
+    # comparison: every arm with each of two seeds (its own job), one pretraining, a subset file per seed
+    comparison = (
+        "prepare_comparison",
+        "comparison_subsets",
+        "comparison_pretrain",
+        "comparison_fit",
+        "comparison_evaluate",
+        "comparison_probe_figure",
+    )
+    assert [jobs.get(r) for r in comparison] == [2, 4, 1, 16, 2, 1], jobs
     assert "download" not in jobs and "extract" not in jobs  # the default run is offline
 
 
@@ -76,7 +87,7 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     workdir = copy_workflow(tmp_path)
     shutil.copytree(REPO / "slurm", workdir / "slurm")
     out = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
-    assert out.count("Group job qc") == 30  # per case study: geometry + fingerprint, split + leakage check
+    assert out.count("Group job qc") == 34  # per case study: geometry + fingerprint, split + leakage check
     # one per trained classification fold model (7): evaluation, with explanation and
     # robustness sweep for each model's first fold; and one per segmentation model (4): its
     # robustness sweep (the shared robustness rule's group)
@@ -87,6 +98,9 @@ def test_slurm_profile_plans_grouped_jobs_with_config_resources(tmp_path):
     train_blocks = [m.group(1) for m in re.finditer(r"rule train:\n((?:    .*\n)+)", out)]
     assert len(train_blocks) == 7 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 3 + 3 + 2
     assert [b for b in train_blocks if "gpu=1" not in b or "mem_mb=8000" not in b] == []
+    # the comparison family's fits and pretraining are training too: the train rule's row
+    fits = [m.group(1) for m in re.finditer(r"rule comparison_(?:fit|pretrain):\n((?:    .*\n)+)", out)]
+    assert len(fits) == 17 and [b for b in fits if "gpu=1" not in b or "mem_mb=8000" not in b] == []
     for cs in (
         "brain_tumour_mri",
         "abdomen_ct",

@@ -6,13 +6,11 @@ provenance back to every site's data, a rerun that does nothing, and an unknown 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import copy_workflow, edit_yaml, planned_jobs, snakemake
+from workflow_helpers import audited_rules, copy_workflow, edit_yaml, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +72,7 @@ def test_the_global_models_record_names_every_sites_data_and_the_rounds(federate
     assert set(sites) == {"A", "B"} and all(len(s["digest"]) == 64 and s["train_patients"] > 0 for s in sites.values())
     assert record["params"]["rounds"] == 2 and record["params"]["arm"] == "fedavg"
     assert any(p.endswith("manifest.tsv") for p in record["inputs"]) and any(p.endswith("sites.json") for p in record["inputs"])
-    cmd = [sys.executable, "-m", "casebook.cli", "audit", f"{RESULTS}/fedavg/model.pt", "--format", "json", "--no-stale-check"]
-    done = subprocess.run(cmd, cwd=federated_run, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rules, stack = set(), [json.loads(done.stdout)["lineage"]]
-    while stack:
-        step = stack.pop()
-        rules.add(step["rule"])
-        stack += step["inputs"]
+    rules = audited_rules(federated_run, f"{RESULTS}/fedavg/model.pt")
     assert {"train_federated", "federated_sites", "split", "ingest"} <= rules
 
 

@@ -3,6 +3,7 @@ with a tiny config, run by the real Snakemake in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -124,3 +125,16 @@ def planned_jobs(output: str) -> dict[str, int]:
                 counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+def audited_rules(workdir: Path, target: str) -> set[str]:
+    """The rules of every step in ``casebook audit``'s lineage of ``target`` (the real CLI)."""
+    cmd = [sys.executable, "-m", "casebook.cli", "audit", target, "--format", "json", "--no-stale-check"]
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rules, stack = set(), [json.loads(done.stdout)["lineage"]]
+    while stack:
+        step = stack.pop()
+        rules.add(step["rule"])
+        stack += step["inputs"]
+    return rules

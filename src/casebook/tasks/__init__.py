@@ -133,6 +133,19 @@ TASKS: dict[str, TaskFamily] = {
             loss_label="focal heatmap + size L1 (centre_point); masked Dice + CE (unet_components); anchor BCE + box regression (retinanet)",
             stages=("train",),
         ),
+        TaskFamily(
+            name="comparison",
+            description="comparative studies of classifiers (2D, 3D): CNNs against transformers, pretrained or not, probed or fine-tuned, over a sweep of labelled patients or of prevalence, with the same seeds for every arm",
+            networks=("resnet", "vit", "swin"),
+            sections=("comparison",),
+            required=("models", "comparison"),
+            selection_metric="val_auc",
+            selection_label="AUC",
+            loss_label="cross-entropy",
+            image_labels=True,
+            train_keys=("sampling", "focal"),
+            stages=(),
+        ),
     )
 }
 
