@@ -247,3 +247,38 @@ def test_weights_of_another_shape_or_network_are_refused_naming_both() -> None:
         check_compatible(card(), "enc.pt", {"name": "resnet"}, separable(4, 0, size=32), "m")
     with pytest.raises(InitError, match=r"'name': 'vit'"):
         check_compatible(card(), "enc.pt", {"name": "vit"}, images, "m")
+
+
+def test_a_weights_file_loads_when_its_checksum_matches_and_is_refused_otherwise(tmp_path) -> None:
+    from casebook.fileio import file_digest
+    from casebook.tasks.comparison.pretrain import load_weights_file
+
+    network = {"name": "resnet", "kwargs": {"block_inplanes": [8, 16, 32, 64]}}
+    source = build_encoder(network, spatial_dims=2, in_channels=1, size=16)
+    path = tmp_path / "imagenet_like.pt"
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in source.state_dict().items()}}, path)
+    target = build_encoder(network, spatial_dims=2, in_channels=1, size=16)
+    state = load_weights_file({"path": str(path), "sha256": file_digest(path)}, "m", target)
+    target.load_state_dict(state)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(InitError, match=rf"model 'm': weights file {path} has sha256 {file_digest(path)}, but the case study pins 0{{64}}"):
+        load_weights_file({"path": str(path), "sha256": "0" * 64}, "m", target)
+    wider = build_encoder({"name": "resnet"}, spatial_dims=2, in_channels=1, size=16)
+    with pytest.raises(InitError, match=r"does not fit its encoder: 0 tensor\(s\) missing .* of another shape"):
+        load_weights_file({"path": str(path), "sha256": file_digest(path)}, "m", wider)
+
+
+def test_restoration_pretraining_gives_a_better_linear_probe_than_random_weights() -> None:
+    from casebook.tasks.comparison.genesis import corrupt
+
+    batch = shapes(8, 3).x
+    corrupted = corrupt(torch.from_numpy(batch), torch.Generator().manual_seed(0))
+    assert corrupted.shape == batch.shape and not torch.equal(corrupted, torch.from_numpy(batch))
+    train, test = shapes(256, 0), shapes(200, 1)
+    network = {"name": "resnet", "kwargs": {"block_inplanes": [8, 16, 32, 64]}}
+    spec = {"method": "restoration", "network": network, "epochs": 30, "batch_size": 64, "lr": 1e-3}
+    torch.manual_seed(0)
+    random = build_encoder(network, spatial_dims=2, in_channels=1, size=16)
+    with tempfile.TemporaryDirectory() as tmp:
+        pretrained = pretrain(train, spec, seed=0, out_dir=Path(tmp), key="k", desc="test")
+    assert probe_auc(pretrained, train, test) > probe_auc(random, train, test) + 0.02

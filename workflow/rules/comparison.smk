@@ -20,9 +20,14 @@ def comparison_init(cs, model):
     network = CASESTUDIES[cs]["models"][model]["network"]
     init = network.get("init")
     jobs = comparison_settings(cs).get("pretraining") or {}
-    if network.get("probe") and not init:
+    if network.get("probe") and not (init or network.get("weights")):
         raise WorkflowError(
-            f"case study {cs!r}: model {model!r} is a probe (network.probe) but names no network.init to probe"
+            f"case study {cs!r}: model {model!r} is a probe (network.probe) but names no network.init "
+            "or network.weights to probe"
+        )
+    if init and network.get("weights"):
+        raise WorkflowError(
+            f"case study {cs!r}: model {model!r} sets both network.init and network.weights; it starts from one"
         )
     if init and init not in jobs:
         raise WorkflowError(
@@ -88,6 +93,9 @@ def comparison_fit_input(wc):
     init = comparison_init(wc.cs, wc.model)
     if init:
         inputs["init"] = f"results/{wc.cs}/comparison/pretrain/{init}/encoder.pt"
+    weights = CASESTUDIES[wc.cs]["models"][wc.model]["network"].get("weights")
+    if weights:
+        inputs["weights"] = weights["path"]
     return inputs
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from casebook import provenance
 from casebook.engine.checkpoint import resume_key
 from casebook.fileio import atomic_path, read_json
 from casebook.split import fold_split
-from casebook.tasks.comparison.data import load_images
+from casebook.tasks.comparison.data import Images, load_images
 from casebook.tasks.comparison.fit import Arm, fit_level
-from casebook.tasks.comparison.pretrain import held_out_patients, load_init
+from casebook.tasks.comparison.networks import build_encoder
+from casebook.tasks.comparison.pretrain import held_out_patients, load_init, load_weights_file
 
 
 def _write_tsv(frame: pd.DataFrame, path: str) -> None:
@@ -24,9 +26,25 @@ def _write_tsv(frame: pd.DataFrame, path: str) -> None:
         frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
+def starting_weights(
+    model: str, network: dict[str, Any], inputs: dict[str, str], train: Images, held_out: set[str]
+) -> dict[str, torch.Tensor] | None:
+    """The encoder weights an arm starts from: a pretraining job's (``network.init``,
+    checked against this split and model), a user's file (``network.weights``, checked
+    against its sha256), or None (random)."""
+    if network.get("init"):
+        return load_init(inputs["init"], network, train, model, held_out)[0]
+    if network.get("weights"):
+        encoder = build_encoder(network, spatial_dims=train.spatial_dims, in_channels=train.x.shape[1], size=train.x.shape[-1])
+        return load_weights_file(network["weights"], model, encoder)
+    return None
+
+
 def arm_stage(
     model: str, cfg: dict[str, Any], settings: dict[str, Any], *, seed: int, inputs: dict[str, str], outputs: dict[str, str], wildcards=None
 ) -> pd.DataFrame:
+    """The comparison_fit rule: ``predictions.tsv`` (every test image at every level),
+    ``costs.tsv`` (one row per level) and the provenance record."""
     started, code = provenance.now(), provenance.code_state()
     images = load_images(inputs["images"])
     splits = read_json(inputs["splits"])
@@ -34,11 +52,8 @@ def arm_stage(
     split = fold_split(splits, fold, inputs["splits"])
     train_all, val, test = images.of_ids(split["train"]), images.of_ids(split["val"]), images.of_ids(splits["test"])
     network = cfg["network"]
-    init = None
-    data_keys = {"images": provenance.path_digest(inputs["images"]), "subsets": provenance.path_digest(inputs["subsets"])}
-    if network.get("init"):
-        init, _card = load_init(inputs["init"], network, train_all, model, held_out_patients(images, splits, split))
-        data_keys["init"] = provenance.path_digest(inputs["init"])
+    init = starting_weights(model, network, inputs, train_all, held_out_patients(images, splits, split))
+    data_keys = {k: provenance.path_digest(inputs[k]) for k in ("images", "subsets", "init", "weights") if k in inputs}
     arm = Arm(
         network=network,
         train=cfg["train"],
@@ -67,7 +82,7 @@ def arm_stage(
     provenance.write_record(
         outputs["provenance"],
         rule="comparison_fit",
-        inputs=[inputs[k] for k in ("images", "splits", "subsets", "init") if k in inputs],
+        inputs=[inputs[k] for k in ("images", "splits", "subsets", "init", "weights") if k in inputs],
         outputs=[outputs["predictions"], outputs["costs"]],
         params={"model": cfg, "settings": settings},
         seed=seed,

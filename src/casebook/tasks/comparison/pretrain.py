@@ -1,6 +1,7 @@
-"""Self-supervised pretraining of an encoder: SimCLR-style contrastive learning (MONAI's
-``ContrastiveLoss`` on two random views of each image through a projection head) on the
-unlabelled images of the study fold's training patients only. Its output, ``encoder.pt``
+"""Self-supervised pretraining of an encoder, on the unlabelled images of the study
+fold's training patients only: SimCLR-style contrastive learning (MONAI's
+``ContrastiveLoss`` on two random views of each image through a projection head), or
+Models-Genesis-style restoration of corrupted images (casebook.tasks.comparison.genesis). Its output, ``encoder.pt``
 with a card naming the images it saw, feeds the arms whose ``network.init`` names it.
 
 Without labels there is no validation metric to pick an epoch by: the last epoch is
@@ -21,9 +22,10 @@ from casebook.engine.checkpoint import resume_key
 from casebook.engine.loop import Trainer, run_epochs
 from casebook.engine.optim import make_optimizer, make_scheduler
 from casebook.engine.runtime import seed_everything, select_device
-from casebook.fileio import read_json, write_json
+from casebook.fileio import file_digest, read_json, write_json
 from casebook.split import LeakageError, fold_split
 from casebook.tasks.comparison.data import Images, load_images
+from casebook.tasks.comparison.genesis import Restorer, corrupt
 from casebook.tasks.comparison.networks import build_encoder
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "epochs_done", "lr", "seconds"]
@@ -83,32 +85,52 @@ def check_compatible(card: dict[str, Any], card_path: str, network: dict[str, An
         )
 
 
+def _objective(spec: dict[str, Any], encoder: nn.Module, images: Images, generator: torch.Generator, device: torch.device):
+    """The model that trains (the encoder plus what only the pretext task uses) and the
+    loss of one batch under the method: ``contrastive`` or ``restoration``."""
+    if spec["method"] == "restoration":
+        model = Restorer(encoder, images.x.shape[-1], images.spatial_dims, images.x.shape[1]).to(device)
+
+        def restoration_loss(batch: torch.Tensor) -> torch.Tensor:
+            return nn.functional.mse_loss(model(corrupt(batch, generator).to(device)), batch.to(device))
+
+        return model, restoration_loss
+    model = Contrastive(encoder).to(device)
+    contrastive = ContrastiveLoss(temperature=float(spec["temperature"]))
+
+    def contrastive_loss(batch: torch.Tensor) -> torch.Tensor:
+        a, b = (random_view(batch, generator, float(spec["min_crop"])).to(device) for _ in range(2))
+        return contrastive(model(a), model(b))
+
+    return model, contrastive_loss
+
+
 def pretrain(images: Images, spec: dict[str, Any], *, seed: int, out_dir: Path, key: str, desc: str, device: str = "auto") -> nn.Module:
-    """Contrastive training of ``spec['network']``'s encoder on ``images`` (no labels)."""
+    """Self-supervised training of ``spec['network']``'s encoder on ``images`` (no labels)
+    by ``spec['method']`` (default contrastive); returns the encoder."""
+    spec = {"method": "contrastive", **spec}
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     dev = select_device(device)
     encoder = build_encoder(spec["network"], spatial_dims=images.spatial_dims, in_channels=images.x.shape[1], size=images.x.shape[-1])
-    model = Contrastive(encoder).to(dev)
+    generator = torch.Generator().manual_seed(seed)
+    model, batch_loss = _objective(spec, encoder, images, generator, dev)
     epochs, batch_size = int(spec["epochs"]), int(spec["batch_size"])
     optimizer = make_optimizer(model.parameters(), {"optimizer": "adam", "lr": spec["lr"]})
     scheduler = make_scheduler(optimizer, {"schedule": {"name": "cosine"}}, epochs)
-    loss_fn = ContrastiveLoss(temperature=float(spec["temperature"]))
-    generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(images.x)
     done = {"epochs": 0}
 
     def train_epoch(epoch: int) -> float:
         model.train()
         order, total, n = torch.randperm(len(x), generator=generator), 0.0, 0
-        # the last short batch is dropped: a batch of one has no negatives
+        # a last batch of one is dropped: it has no negatives (contrastive)
         for i in range(0, len(x) - 1, batch_size):
             batch = x[order[i : i + batch_size]]
             if len(batch) < 2:
                 continue
-            a, b = (random_view(batch, generator, float(spec["min_crop"])).to(dev) for _ in range(2))
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(a), model(b))
+            loss = batch_loss(batch)
             loss.backward()
             optimizer.step()
             total, n = total + loss.item() * len(batch), n + len(batch)
@@ -191,3 +213,26 @@ def load_init(
     check_compatible(card, path, network, images, model)
     check_held_out(card, path, held_out_patients, "validation or test")
     return saved["state_dict"], card
+
+
+def load_weights_file(weights: dict[str, Any], model: str, encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """A user's encoder weights (``network.weights: {path, sha256}``, for example
+    ImageNet weights converted to this encoder), refused when the file's checksum is not
+    the one the case study pins or when its tensors do not fit the encoder, naming both."""
+    path = str(weights["path"])
+    found = file_digest(path)
+    if found != str(weights["sha256"]).lower():
+        raise InitError(f"model {model!r}: weights file {path} has sha256 {found}, but the case study pins {weights['sha256']}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    mine = encoder.state_dict()
+    missing, unexpected = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+    wrong = sorted(k for k in set(mine) & set(state) if tuple(mine[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        raise InitError(
+            f"model {model!r}: weights file {path} does not fit its encoder: "
+            f"{len(missing)} tensor(s) missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(wrong)} of another shape (e.g. {[(k, tuple(state[k].shape), tuple(mine[k].shape)) for k in wrong[:2]]}: file, encoder)"
+        )
+    return state
