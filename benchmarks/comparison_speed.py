@@ -7,7 +7,7 @@ and without preprocessing shared between arms.
    timer of the training loop, against a bare PyTorch loop over the same tensors (the
    same network, batch size, optimizer and loss, no validation or checkpoints); the ratio
    is family over bare (1.0: no overhead). Same process, same threads, the bare loop
-   timed after one warm-up epoch as the family's first epoch is.
+   timed after one warm-up epoch, as the family leaves its first epoch out of its timer.
 2. The learning-curve grid's data preparation: every arm reading the one prepared
    ``images.npz`` (what the family does: prepare once, each fit loads the array) against
    every arm preparing the images itself from the ingested data set (read, resize,
@@ -44,7 +44,7 @@ def bare_loop(spec: dict, images: Images, epochs: int, batch_size: int) -> float
     net = build_classifier(spec, spatial_dims=2, in_channels=1, size=images.x.shape[-1], num_classes=2)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = torch.from_numpy(images.x), torch.from_numpy(images.label)
+    x, y = torch.tensor(images.x), torch.tensor(images.label)
     net.train()
     seconds = 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms up

@@ -101,6 +101,14 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs)) if np.unique(labels).size == 2 else float("nan")
 
 
+def throughput(epoch_seconds: list[float], images: int) -> float:
+    """Training images per second over the epochs this process ran, the first left out
+    when there are others (it pays for warm-up: allocations, kernel choice); NaN when
+    none ran (a resumed fit that was complete)."""
+    timed = epoch_seconds[1:] or epoch_seconds
+    return images * len(timed) / sum(timed) if timed and sum(timed) > 0 else float("nan")
+
+
 def build(arm: Arm, images: Images, num_classes: int) -> nn.Module:
     """The arm's classifier, its encoder loaded from ``arm.init`` and frozen for a probe."""
     net = build_classifier(
@@ -129,7 +137,7 @@ def fit_level(arm: Arm, train: Images, val: Images, test: Images, *, seed: int, 
     augment = build_augmentation(arm.augment, train.spatial_dims)
     generator = torch.Generator().manual_seed(seed)
     x_train, y_train = torch.from_numpy(train.x), torch.from_numpy(train.label)
-    timing = {"seconds": 0.0, "images": 0}
+    epoch_seconds: list[float] = []
 
     def train_epoch(_epoch: int) -> float:
         net.train()
@@ -147,8 +155,7 @@ def fit_level(arm: Arm, train: Images, val: Images, test: Images, *, seed: int, 
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        timing["seconds"] += time.perf_counter() - start
-        timing["images"] += len(x_train)
+        epoch_seconds.append(time.perf_counter() - start)
         return total / max(len(x_train), 1)
 
     def validate() -> dict[str, float]:
@@ -167,8 +174,7 @@ def fit_level(arm: Arm, train: Images, val: Images, test: Images, *, seed: int, 
         "parameters": parameter_count(net),
         "trainable_parameters": parameter_count(net, trainable_only=True),
         "macs_per_image": macs_per_image(net.cpu(), tuple(train.x.shape[1:])),
-        # a resumed fit timed only the epochs it ran; none: it was complete already
-        "train_images_per_s": timing["images"] / timing["seconds"] if timing["seconds"] else float("nan"),
+        "train_images_per_s": throughput(epoch_seconds, len(x_train)),
         "inference_images_per_s": len(test) / infer_seconds if infer_seconds else float("nan"),
         "best_epoch": int(state["best_epoch"]),
         "best_val_auc": float(state["best"]),
