@@ -282,3 +282,28 @@ def test_restoration_pretraining_gives_a_better_linear_probe_than_random_weights
     with tempfile.TemporaryDirectory() as tmp:
         pretrained = pretrain(train, spec, seed=0, out_dir=Path(tmp), key="k", desc="test")
     assert probe_auc(pretrained, train, test) > probe_auc(random, train, test) + 0.02
+
+
+def test_sensitivity_is_read_at_the_specificity_asked_for() -> None:
+    from casebook.tasks.comparison.evaluate import sensitivity_at
+
+    labels = np.array([0] * 10 + [1] * 3)
+    scores = np.array([0.1 * i for i in range(1, 11)] + [0.85, 0.95, 1.05])
+    # the ninth negative (0.9) keeps 9 of 10 at or below it: two positives lie above
+    assert sensitivity_at(labels, scores, 0.9) == pytest.approx(2 / 3)
+    assert sensitivity_at(labels, scores, 0.8) == pytest.approx(1.0)
+
+
+def test_probes_pair_with_the_fine_tuned_model_of_the_same_start_only() -> None:
+    from casebook.tasks.comparison.plan import probe_pairs
+
+    weights = {"path": "w.pt", "sha256": "0" * 64}
+    models = {
+        "scratch": {"network": {"name": "resnet"}},
+        "tuned": {"network": {"name": "resnet", "init": "simclr"}},
+        "probe": {"network": {"name": "resnet", "init": "simclr", "probe": True}},
+        "imagenet": {"network": {"name": "resnet", "weights": weights}},
+        "imagenet_probe": {"network": {"name": "resnet", "weights": weights, "probe": True}},
+        "genesis_probe": {"network": {"name": "resnet", "init": "genesis", "probe": True}},
+    }
+    assert probe_pairs(models) == [("probe", "tuned"), ("imagenet_probe", "imagenet")]

@@ -146,6 +146,13 @@ def test_bad_settings_are_refused_by_name(comparison_run):
         edit_yaml(path, lambda cs: cs["comparison"].update(sweep={"kind": "label_fraction", "levels": [0.01, 1.0]}))
         done = snakemake(comparison_run, f"{RESULTS}/comparison/subsets/seed_0.json", check=False)
         assert done.returncode != 0
-        assert "label_fraction 0.01 leaves class" in done.stdout + done.stderr
+        assert "splits.json (fold 0, seed 0): comparison.sweep.levels: label_fraction 0.01 leaves class" in done.stdout + done.stderr
+        path.write_bytes(before)
+        prevalence = comparison_run / PREVALENCE
+        saved = prevalence.read_bytes()
+        edit_yaml(prevalence, lambda cs: cs["comparison"].update(sweep={"kind": "prevalence", "levels": [0.2, 1.0]}))
+        done = snakemake(comparison_run, "--dry-run", check=False)
+        prevalence.write_bytes(saved)
+        assert done.returncode != 0 and "a prevalence must be below 1" in done.stdout + done.stderr
     finally:
         path.write_bytes(before)

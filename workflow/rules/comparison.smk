@@ -7,6 +7,9 @@
 # not models x folds): its hooks are its targets only.
 
 
+from casebook.tasks.comparison.plan import probe_pairs
+
+
 def comparison_settings(cs):
     return CASESTUDIES[cs].get("comparison", {})
 
@@ -38,8 +41,15 @@ def comparison_init(cs, model):
 
 
 def comparison_checked(cs):
-    """Plan-time checks of a study: two classes, a known reference arm, known inits."""
+    """Plan-time checks of a study: two classes, a known reference arm, known inits,
+    prevalence levels below 1."""
     study = CASESTUDIES[cs]
+    sweep = comparison_settings(cs)["sweep"]
+    if sweep["kind"] == "prevalence" and max(sweep["levels"]) >= 1:
+        raise WorkflowError(
+            f"case study {cs!r}: comparison.sweep.levels {sweep['levels']}: a prevalence must be below 1 "
+            "(a training set of positives alone has no negatives to learn from)"
+        )
     if len(study["class_names"]) != 2:
         raise WorkflowError(
             f"case study {cs!r}: a comparison study compares binary classifiers (AUC, AUPRC, "
@@ -55,18 +65,6 @@ def comparison_checked(cs):
     return cs
 
 
-def comparison_probe_pairs(cs):
-    """Whether a probe and a fine-tuned model share a pretrained encoder."""
-    models = CASESTUDIES[cs]["models"]
-    probes = {
-        m["network"]["init"] for m in models.values() if m["network"].get("probe")
-    }
-    return any(
-        m["network"].get("init") in probes and not m["network"].get("probe")
-        for m in models.values()
-    )
-
-
 def comparison_targets(cs):
     comparison_checked(cs)
     out = [
@@ -75,7 +73,7 @@ def comparison_targets(cs):
         f"results/{cs}/figures/comparison_cost.png",
         f"results/{cs}/figures/comparison_differences.png",
     ]
-    if comparison_probe_pairs(cs):
+    if probe_pairs(CASESTUDIES[cs]["models"]):
         out.append(f"results/{cs}/figures/comparison_probe.png")
     out += [
         f"results/{cs}/figures/embedding_{name}.png"
@@ -117,6 +115,13 @@ def comparison_figure(name, caption, label):
 
 
 FAMILY_HOOKS["comparison"] = {"targets": comparison_targets}
+
+
+def comparison_model(cs, model):
+    """A model's settings as its fit reads them: the global seed is not among them (the
+    fit's seeds are the study's), so changing it reruns no fit."""
+    return {k: v for k, v in model_config(cs, model).items() if k != "seed"}
+
 
 COMPARISON_CS = cases_of("comparison")
 

@@ -101,7 +101,7 @@ rule comparison_fit:
     resources:
         **rule_resources("train"),
     params:
-        model=lambda wc: model_config(wc.cs, wc.model),
+        model=lambda wc: comparison_model(wc.cs, wc.model),
         comparison=lambda wc: {"fold": comparison_settings(wc.cs)["fold"]},
     script:
         "../../../scripts/comparison_fit.py"
@@ -141,7 +141,6 @@ rule comparison_evaluate:
     resources:
         **rule_resources("evaluate"),
     params:
-        models=lambda wc: CASESTUDIES[wc.cs]["models"],
         comparison=lambda wc: {
             k: v
             for k, v in comparison_settings(wc.cs).items()

@@ -1,7 +1,8 @@
 """The comparison_fit rule: one arm (a model of the study) with one seed, trained at
-every level of the sweep on that seed's nested patient subsets, validated on the fold's
-whole validation split and scored on the test split. The levels share the job's loaded
-images; each level's fit resumes from its own checkpoint."""
+every level of the sweep on that seed's patient subsets, validated on the fold's whole
+validation split and scored on the test split. The levels share the job's loaded
+images; an interrupted level resumes from its own checkpoint (a finished job that
+Snakemake reruns retrains every level, as the engine retrains a complete checkpoint)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def arm_stage(
     train_all, val, test = images.of_ids(split["train"]), images.of_ids(split["val"]), images.of_ids(splits["test"])
     network = cfg["network"]
     init = starting_weights(model, network, inputs, train_all, held_out_patients(images, splits, split))
-    data_keys = {k: provenance.path_digest(inputs[k]) for k in ("images", "subsets", "init", "weights") if k in inputs}
+    data_keys = {k: provenance.path_digest(inputs[k]) for k in ("images", "splits", "subsets", "init", "weights") if k in inputs}
+    settings_key = {k: v for k, v in cfg.items() if k != "device"}  # where it runs is not what it learns
     arm = Arm(
         network=network,
         train=cfg["train"],
@@ -67,7 +69,7 @@ def arm_stage(
     for level, patients in subsets["subsets"].items():
         train = train_all.of_patients(patients)
         out_dir = Path(outputs["predictions"]).parent / f"{subsets['kind']}_{level}"
-        key = resume_key({"model": cfg, "level": level, "seed": seed}, fold, data_keys)
+        key = resume_key({"model": settings_key, "level": level, "seed": seed}, fold, data_keys)
         fitted = fit_level(
             arm, train, val, test, seed=seed, out_dir=out_dir, resume_key=key, desc=f"{model} seed {seed} {subsets['kind']} {level}"
         )

@@ -43,9 +43,11 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def sensitivity_at(labels: np.ndarray, scores: np.ndarray, specificity: float) -> float:
-    """Sensitivity at the threshold that keeps ``specificity`` of the negatives below it."""
+    """Sensitivity at the lowest threshold that keeps at least ``specificity`` of the
+    negatives at or below it (the empirical quantile, no interpolation: with 10
+    negatives and 0.9, the ninth smallest)."""
     negatives, positives = scores[labels == 0], scores[labels == 1]
-    threshold = np.quantile(negatives, specificity, method="higher")
+    threshold = np.quantile(negatives, specificity, method="inverted_cdf")
     return float(np.mean(positives > threshold))
 
 
@@ -78,7 +80,10 @@ def score_matrix(predictions: pd.DataFrame, model: str, level: str, seeds: list[
     wide = part.pivot_table(index=["image_id", "patient_id", "label"], columns="seed", values="prob").sort_index()
     missing = sorted(set(seeds) - set(wide.columns))
     if missing or wide.isna().any().any():
-        raise ValueError(f"model {model!r} at level {level}: predictions are missing for seed(s) {missing or 'some images'}")
+        raise ValueError(
+            f"model {model!r} at level {level}: its predictions.tsv files (arms/{model}/seed_<s>/) lack seed(s) "
+            f"{missing or 'none'} or some test images of a seed; every seed must score every test image"
+        )
     return wide.index.get_level_values("label").to_numpy(), wide.index.get_level_values("patient_id").to_numpy(), wide[seeds].to_numpy()
 
 

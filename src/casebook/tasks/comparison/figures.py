@@ -119,20 +119,10 @@ def plot_probe_finetune(summary: dict[str, Any], pairs: list[tuple[str, str]], t
     save_figure(fig, path)
 
 
-def probe_pairs(models: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """(probe, fine-tuned) models that start from the same pretrained encoder."""
-    probes = {m: spec["network"]["init"] for m, spec in models.items() if spec["network"].get("init") and spec["network"].get("probe")}
-    return [
-        (p, m)
-        for p, init in probes.items()
-        for m, spec in models.items()
-        if spec["network"].get("init") == init and not spec["network"].get("probe")
-    ]
-
-
 def probe_figure_stage(models: dict[str, dict[str, Any]], title: str, metrics_path: str, path: str) -> None:
     """The comparison_probe_figure rule."""
     from casebook.fileio import read_json
+    from casebook.tasks.comparison.plan import probe_pairs
 
     plot_probe_finetune(read_json(metrics_path), probe_pairs(models), title, path)
 

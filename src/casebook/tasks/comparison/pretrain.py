@@ -178,7 +178,8 @@ def pretrain_stage(
     held_out = held_out_patients(images, read_json(inputs["splits"]), split)
     check_held_out(card, outputs["card"], held_out, "validation or test")
     out_dir = Path(outputs["encoder"]).parent
-    key = resume_key({"name": name, **spec}, fold, card["data"])
+    # the split is in the key: a checkpoint made on other training patients is never resumed
+    key = resume_key({"name": name, "seed": seed, **spec}, fold, {**card["data"], "splits": provenance.path_digest(inputs["splits"])})
     encoder = pretrain(train, spec, seed=seed, out_dir=out_dir, key=key, desc=f"pretrain {name}", device=device)
     torch.save({"state_dict": encoder.state_dict(), "card": card}, outputs["encoder"])
     write_json(outputs["card"], card)

@@ -4,9 +4,10 @@
 (a learning curve). ``prevalence``: the positive class thinned (or the negatives, above
 the natural prevalence) until positives are that share of the training patients (a
 rare-disease study). Within a seed, each class's patients are permuted once and every
-level takes a prefix of that order, so the subsets are nested: a larger level adds
-patients to a smaller one's, never swaps them, and a curve's steps differ only by the
-labels added. Validation and test patients are never drawn."""
+level takes a prefix of that order, so a learning curve's subsets are nested (a larger
+fraction adds patients to a smaller one's, never swaps them) and a prevalence sweep's
+positives are (its negatives are all of them up to the natural prevalence, then a
+shrinking prefix). Validation and test patients are never drawn."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def _first(order: list[str], count: float, class_name: str, what: str) -> list[s
     n = int(round(count))
     if n < 1:
         raise SubsetError(
-            f"{what} leaves class {class_name!r} empty ({count:.2f} of its {len(order)} training patients rounds to 0); "
-            f"raise the level or use more patients"
+            f"comparison.sweep.levels: {what} leaves class {class_name!r} empty ({count:.2f} of its {len(order)} "
+            f"training patients rounds to 0); raise the level or use more patients"
         )
     return order[: min(n, len(order))]
 
@@ -74,12 +75,12 @@ def prevalence(orders: dict[int, list[str]], level: float, class_names: Sequence
 def draw_subsets(
     labels: pd.Series, kind: str, levels: Sequence[float], seeds: Sequence[int], class_names: Sequence[str]
 ) -> dict[str, dict[str, list[str]]]:
-    """seed -> level -> training patients, every level of a seed nested in the next."""
+    """seed -> level -> training patients (each class a prefix of its seeded order)."""
     if kind not in KINDS:
         raise SubsetError(f"unknown sweep kind {kind!r}; known: {list(KINDS)}")
     missing = sorted(set(range(len(class_names))) - set(labels.astype(int)))
     if missing:
-        raise SubsetError(f"the training split has no patient of class {[class_names[c] for c in missing]}")
+        raise SubsetError(f"the study fold's training split has no patient of class {[class_names[c] for c in missing]}")
     draw = label_fraction if kind == "label_fraction" else prevalence
     out = {}
     for seed in seeds:
@@ -105,7 +106,10 @@ def subsets_stage(
     fold = fold_split(read_json(splits_path), int(settings["fold"]), splits_path)
     train = images.of_ids(fold["train"])
     sweep = settings["sweep"]
-    subsets = draw_subsets(patient_labels(train.patient, train.label), sweep["kind"], sweep["levels"], [seed], class_names)[str(seed)]
+    try:
+        subsets = draw_subsets(patient_labels(train.patient, train.label), sweep["kind"], sweep["levels"], [seed], class_names)[str(seed)]
+    except SubsetError as exc:
+        raise SubsetError(f"{splits_path} (fold {settings['fold']}, seed {seed}): {exc}") from None
     doc = {"kind": sweep["kind"], "fold": int(settings["fold"]), "seed": seed, "subsets": subsets}
     write_json(outputs["subsets"], doc)
     provenance.write_record(
